@@ -1,0 +1,65 @@
+"""Where notebooks put what they measured: ``results/<notebook>.json`` and ``results/figures/``.
+
+Every notebook writes its numbers here so papermill reruns can be collected (``make demo`` prints a
+summary of them). ``$ASIF_RESULTS`` overrides the folder; otherwise it is ``results/`` at the repository
+root when run from ``notebooks/``, or beside the working directory.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+
+from .fileio import atomic_write
+
+
+def results_dir() -> Path:
+    if os.environ.get("ASIF_RESULTS"):
+        path = Path(os.environ["ASIF_RESULTS"])
+    else:
+        cwd = Path.cwd()
+        path = (cwd.parent if cwd.name == "notebooks" else cwd) / "results"
+    (path / "figures").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _jsonable(value):
+    """numpy scalars/arrays and tuples become plain JSON; NaN becomes null (JSON has no NaN)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def save_results(notebook: str, data: dict) -> Path:
+    """Write ``results/<notebook>.json`` atomically, stamped with the time; returns the path."""
+    payload = {"notebook": notebook, "written": datetime.datetime.now().isoformat(timespec="seconds")}
+    payload.update(_jsonable(data))
+    path = results_dir() / f"{notebook}.json"
+    with atomic_write(path, "w") as handle:
+        json.dump(payload, handle, indent=2)
+    return path
+
+
+def load_results(notebook: str, folder: str | os.PathLike | None = None) -> dict:
+    path = Path(folder or results_dir()) / f"{notebook}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run notebook {notebook} first (or `make demo`).")
+    return json.loads(path.read_text())
+
+
+def save_figure(fig, name: str, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as ``results/figures/<name>.png`` (atomically) and return the path."""
+    path = results_dir() / "figures" / f"{name}.png"
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=dpi, bbox_inches="tight")
+    return path
