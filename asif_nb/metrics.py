@@ -1,0 +1,201 @@
+"""Evaluation metrics, computed as CLIP_benchmark reports them (numpy only).
+
+- zero-shot classification: ``acc1``, ``acc5`` (top-k accuracy) and ``mean_per_class_recall`` (balanced
+  accuracy: the recall of each class present in the labels, averaged over those classes);
+- image–text retrieval: ``image_retrieval_recall@k`` (a text queries the images) and
+  ``text_retrieval_recall@k`` (an image queries the texts): the fraction of queries with at least one correct
+  answer among their k best-scored candidates.
+
+Ties. Sparse ASIF representations give many exactly equal scores (often 0), so tie handling is part of the
+definition. ``ties="first"`` (the default) ranks tied candidates by index, lowest first, as a stable
+``argsort(-scores)`` does and as CLIP_benchmark's ``argmax``/``topk`` usually do. ``ties="worst"`` ranks a
+correct candidate after every candidate tied with it, so a query whose scores are all equal never counts as
+a hit by luck of its index: the honest choice when many scores are 0.
+
+Every function accepts numpy arrays, torch CPU tensors or scipy sparse matrices (anything with ``toarray``).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+_TIES = ("first", "worst")
+_BLOCK = 2048  # rows per block, so the (rows × candidates) comparisons stay small in memory
+
+
+def accuracy_topk(scores, labels, k: int | Iterable[int] = (1, 5), *, ties: str = "first") -> dict[str, float]:
+    """Top-k accuracy: the fraction of samples whose true class is among their k highest-scored classes.
+
+    ``scores`` is (n_samples, n_classes), ``labels`` (n_samples,) integer classes in ``[0, n_classes)``.
+    Returns ``{"acc1": ..., "acc5": ...}`` for ``k=(1, 5)``. A k larger than the number of classes is clipped to
+    it (so it gives 1.0), where CLIP_benchmark reports NaN for acc5 with fewer than 5 classes.
+    """
+    scores = _scores(scores, "scores")
+    labels = _labels(labels, scores.shape[0], scores.shape[1], "labels")
+    ks = _ks(k)
+    ranks = _rank_of_true_class(scores, labels, ties)
+    return {f"acc{kk}": float(np.mean(ranks < min(kk, scores.shape[1]))) for kk in ks}
+
+
+def mean_per_class_recall(scores_or_pred, labels, n_classes: int | None = None, *, ties: str = "first") -> float:
+    """Balanced accuracy, as sklearn's ``balanced_accuracy_score`` that CLIP_benchmark calls.
+
+    ``scores_or_pred`` is either scores (n_samples, n_classes) or predicted classes (n_samples,), where a
+    prediction of -1 means "unknown" and counts as wrong. The recall of each class that occurs in ``labels``
+    is averaged over those classes; classes absent from ``labels`` are left out (their recall is undefined).
+    ``n_classes``, when given, is checked against the labels and predictions.
+    """
+    return float(np.nanmean(_per_class_recall(scores_or_pred, labels, n_classes, ties)))
+
+
+def classification_report(scores, labels, class_names: Sequence[str], *, ties: str = "first") -> dict:
+    """The three CLIP_benchmark classification numbers plus each class's recall.
+
+    Returns ``{"acc1", "acc5", "mean_per_class_recall", "per_class_recall"}`` where ``per_class_recall`` is a
+    list aligned with ``class_names`` (NaN for a class that never occurs in ``labels``).
+    """
+    scores = _scores(scores, "scores")
+    if len(class_names) != scores.shape[1]:
+        raise ValueError(
+            f"class_names has {len(class_names)} names but scores has {scores.shape[1]} columns: pass one name per class."
+        )
+    report = accuracy_topk(scores, labels, (1, 5), ties=ties)
+    per_class = _per_class_recall(scores, labels, scores.shape[1], ties)
+    report["mean_per_class_recall"] = float(np.nanmean(per_class))
+    report["per_class_recall"] = [float(value) for value in per_class]
+    return report
+
+
+def retrieval_recall(similarity, positives, k: int | Iterable[int] = (1, 5), *, ties: str = "first") -> dict[str, float]:
+    """Image↔text retrieval recall@k, as CLIP_benchmark's ``zeroshot_retrieval`` reports it.
+
+    ``similarity`` is (n_images, n_texts), e.g. ``ri @ rt.T``. ``positives[j]`` names the image(s) that text j
+    describes: an index, or a list of indices. A query is a hit when at least one of its correct candidates is
+    among its k best: ``image_retrieval_recall@k`` averages over texts (each retrieves images),
+    ``text_retrieval_recall@k`` over images (each retrieves texts). An image that no text describes has no
+    correct answer and is left out of the text-retrieval average. k is clipped to the number of candidates.
+    """
+    similarity = _scores(similarity, "similarity")
+    n_images, n_texts = similarity.shape
+    if len(positives) != n_texts:
+        raise ValueError(
+            f"positives has {len(positives)} entries but similarity has {n_texts} text columns: "
+            "give the matching image index (or indices) of every text."
+        )
+    pairs = np.zeros((n_texts, n_images), dtype=bool)
+    for text, images in enumerate(positives):
+        images = np.atleast_1d(np.asarray(images))
+        if images.size == 0 or not np.issubdtype(images.dtype, np.integer) or images.min() < 0 or images.max() >= n_images:
+            raise ValueError(
+                f"positives[{text}]={positives[text]!r}: each text needs at least one image index in [0, {n_images})."
+            )
+        pairs[text, images] = True
+    ks = _ks(k)
+    text_ranks = _best_positive_rank(similarity.T, pairs, ties)  # texts query images
+    described = pairs.any(axis=0)
+    image_ranks = _best_positive_rank(similarity[described], pairs.T[described], ties)  # images query texts
+    metrics = {}
+    for kk in ks:
+        metrics[f"image_retrieval_recall@{kk}"] = float(np.mean(text_ranks < min(kk, n_images)))
+        metrics[f"text_retrieval_recall@{kk}"] = float(np.mean(image_ranks < min(kk, n_texts)))
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def _best_positive_rank(scores: np.ndarray, positive: np.ndarray, ties: str) -> np.ndarray:
+    """For each row, the 0-based rank of its best-ranked positive column (rank 0 = the top candidate)."""
+    _check_ties(ties)
+    n_rows, n_cols = scores.shape
+    best = np.empty(n_rows, dtype=np.int64)
+    index = np.arange(n_cols)
+    for start in range(0, n_rows, _BLOCK):
+        block, pos = scores[start:start + _BLOCK], positive[start:start + _BLOCK]
+        # The best positive is the highest-scored one, lowest index among equals (which also ranks best under "first").
+        masked = np.where(pos, block, -np.inf)
+        column = np.argmax(masked, axis=1)
+        lost = ~pos[np.arange(len(block)), column]  # every positive scored -inf: the first of them is the best
+        column[lost] = np.argmax(pos[lost], axis=1)
+        value = masked[np.arange(len(block)), column][:, None]
+        ahead = block > value
+        tied = block == value
+        if ties == "first":
+            ahead |= tied & (index[None, :] < column[:, None])
+        else:
+            # Pessimistic: every tied negative goes ahead of the positive; tied positives do not.
+            ahead |= tied & ~pos
+        best[start:start + _BLOCK] = ahead.sum(axis=1)
+    return best
+
+
+def _rank_of_true_class(scores: np.ndarray, labels: np.ndarray, ties: str) -> np.ndarray:
+    positive = np.zeros(scores.shape, dtype=bool)
+    positive[np.arange(len(labels)), labels] = True
+    return _best_positive_rank(scores, positive, ties)
+
+
+def _per_class_recall(scores_or_pred, labels, n_classes, ties) -> np.ndarray:
+    if hasattr(scores_or_pred, "toarray"):
+        scores_or_pred = scores_or_pred.toarray()
+    values = np.asarray(scores_or_pred)
+    if values.ndim == 2:
+        values = _scores(values, "scores_or_pred")
+        if n_classes is not None and n_classes != values.shape[1]:
+            raise ValueError(f"n_classes={n_classes} but scores have {values.shape[1]} columns: they must agree.")
+        n_classes = values.shape[1]
+        labels = _labels(labels, values.shape[0], n_classes, "labels")
+        correct = _rank_of_true_class(values, labels, ties) == 0
+    elif values.ndim == 1:
+        if values.size and not np.issubdtype(values.dtype, np.integer):
+            raise ValueError("scores_or_pred: 1-D predictions must be integer classes (-1 for unknown).")
+        pred = values.astype(np.int64)
+        labels = _labels(labels, len(pred), n_classes, "labels")
+        if n_classes is None:
+            n_classes = int(max(labels.max(), pred.max(initial=-1))) + 1
+        if pred.size and (pred.min() < -1 or pred.max() >= n_classes):
+            raise ValueError(f"scores_or_pred: predictions must lie in [-1, {n_classes}); -1 means unknown.")
+        correct = pred == labels
+    else:
+        raise ValueError(f"scores_or_pred has shape {values.shape}: pass scores (n, n_classes) or predictions (n,).")
+    support = np.bincount(labels, minlength=n_classes).astype(float)
+    hits = np.bincount(labels[correct], minlength=n_classes).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, hits / support, np.nan)
+
+
+def _scores(values, name: str) -> np.ndarray:
+    if hasattr(values, "toarray"):  # scipy sparse, e.g. ri @ rt.T
+        values = values.toarray()
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 2 or 0 in array.shape:
+        raise ValueError(f"{name} must be a non-empty 2-D matrix, got shape {array.shape}.")
+    if np.isnan(array).any():
+        raise ValueError(f"{name} contains NaN: ranks are undefined; check the embeddings for empty inputs.")
+    return array
+
+
+def _labels(labels, n_samples: int, n_classes: int | None, name: str) -> np.ndarray:
+    array = np.asarray(labels)
+    if array.shape != (n_samples,):
+        raise ValueError(f"{name} has shape {array.shape}, expected ({n_samples},): one class per sample.")
+    if n_samples == 0:
+        raise ValueError(f"{name} is empty: there is nothing to evaluate.")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer class indices, got dtype {array.dtype}.")
+    upper = n_classes if n_classes is not None else np.inf
+    if array.min() < 0 or array.max() >= upper:
+        raise ValueError(f"{name} must lie in [0, {n_classes}), got values from {array.min()} to {array.max()}.")
+    return array.astype(np.int64)
+
+
+def _ks(k) -> tuple[int, ...]:
+    ks = (k,) if isinstance(k, (int, np.integer)) else tuple(k)
+    if not ks or any(not isinstance(kk, (int, np.integer)) or kk < 1 for kk in ks):
+        raise ValueError(f"k={k!r}: give a positive integer or a tuple of them, e.g. k=(1, 5).")
+    return tuple(int(kk) for kk in ks)
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in _TIES:
+        raise ValueError(f"ties={ties!r}: use 'first' (stable, lowest index first) or 'worst' (pessimistic).")

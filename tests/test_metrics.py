@@ -1,0 +1,138 @@
+"""Metrics on small matrices whose answers are worked out by hand in the comments."""
+import numpy as np
+import pytest
+import scipy.sparse
+
+from asif_nb import metrics
+from asif_nb.metrics import accuracy_topk, classification_report, mean_per_class_recall, retrieval_recall
+
+# 4 samples, 3 classes. Rank of the true class (0 = top):
+#   s0 label 0: 0.9 is the top                      -> 0
+#   s1 label 2: 0.5 beats 0.3                       -> 1
+#   s2 label 0: tied with class 1 at 0.3            -> 0 with ties="first" (lower index), 1 with "worst"
+#   s3 label 0: 0.7 and 0.2 beat 0.1                -> 2
+SCORES = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.3, 0.3, 0.1], [0.1, 0.2, 0.7]])
+LABELS = np.array([0, 2, 0, 0])
+
+# 3 images x 4 texts; texts 0 and 1 describe image 0, text 2 image 1, text 3 image 2 (all its scores tie at 0).
+SIMILARITY = np.array([[0.9, 0.2, 0.1, 0.0], [0.1, 0.8, 0.7, 0.0], [0.0, 0.0, 0.0, 0.0]])
+POSITIVES = [0, 0, 1, 2]
+
+
+def test_topk_accuracy_by_hand():
+    assert accuracy_topk(SCORES, LABELS, k=(1, 2)) == {"acc1": 0.5, "acc2": 0.75}
+    assert accuracy_topk(SCORES, LABELS, k=(1, 2), ties="worst") == {"acc1": 0.25, "acc2": 0.75}
+
+
+def test_k_larger_than_the_number_of_classes_is_clipped():
+    assert accuracy_topk(SCORES, LABELS) == {"acc1": 0.5, "acc5": 1.0}
+    assert accuracy_topk(SCORES, LABELS, k=3) == {"acc3": 1.0}
+
+
+def test_mean_per_class_recall_averages_only_classes_present_in_the_labels():
+    # class 0: samples 0, 2, 3 -> 2 of 3 right; class 1 never occurs; class 2: sample 1 wrong -> (2/3 + 0) / 2
+    assert mean_per_class_recall(SCORES, LABELS) == pytest.approx(1 / 3)
+    # "worst" makes the tie in s2 wrong: class 0 -> 1/3
+    assert mean_per_class_recall(SCORES, LABELS, ties="worst") == pytest.approx(1 / 6)
+
+
+def test_predictions_with_unknown_count_as_wrong():
+    pred = np.array([0, -1, 0, 1])  # same right/wrong pattern as SCORES under ties="first"
+    assert mean_per_class_recall(pred, LABELS) == pytest.approx(1 / 3)
+    assert mean_per_class_recall(np.array([-1, -1, -1, -1]), LABELS, n_classes=3) == 0.0
+    assert mean_per_class_recall(np.array([0, 2, 0, 0]), LABELS) == 1.0
+
+
+def test_mean_per_class_recall_differs_from_accuracy_on_unbalanced_classes():
+    labels = np.array([0, 0, 0, 1])
+    pred = np.array([0, 0, 0, 0])  # accuracy 0.75, but class 1 is never found
+    assert mean_per_class_recall(pred, labels) == 0.5
+
+
+def test_classification_report_gathers_the_three_numbers_and_per_class_recall():
+    report = classification_report(SCORES, LABELS, ["cat", "dog", "fish"])
+    assert report["acc1"] == 0.5 and report["acc5"] == 1.0
+    assert report["mean_per_class_recall"] == pytest.approx(1 / 3)
+    assert report["per_class_recall"][0] == pytest.approx(2 / 3)
+    assert np.isnan(report["per_class_recall"][1]) and report["per_class_recall"][2] == 0.0
+    with pytest.raises(ValueError, match="class_names has 2 names but scores has 3 columns"):
+        classification_report(SCORES, LABELS, ["cat", "dog"])
+
+
+def test_retrieval_recall_by_hand():
+    # Texts query images: t0 -> image 0 first; t1 -> image 1 beats image 0; t2 -> image 1 first;
+    # t3 -> all tie at 0, image 2 comes third. Ranks 0, 1, 0, 2.
+    # Images query texts: image 0 finds t0 first; image 1 is beaten by t1 (rank 1); image 2 ties everywhere
+    # and its text t3 comes fourth (rank 3).
+    result = retrieval_recall(SIMILARITY, POSITIVES, k=(1, 2, 5))
+    assert result == {
+        "image_retrieval_recall@1": 0.5, "text_retrieval_recall@1": pytest.approx(1 / 3),
+        "image_retrieval_recall@2": 0.75, "text_retrieval_recall@2": pytest.approx(2 / 3),
+        "image_retrieval_recall@5": 1.0, "text_retrieval_recall@5": 1.0,  # k clipped to 3 images / 4 texts
+    }
+
+
+def test_a_list_of_positives_counts_a_hit_for_any_of_them():
+    # Text 1 now also describes image 1, which it scores highest: its rank becomes 0.
+    result = retrieval_recall(SIMILARITY, [0, [0, 1], 1, 2], k=1)
+    assert result["image_retrieval_recall@1"] == 0.75
+
+
+def test_retrieval_ties_first_versus_worst():
+    flat = np.zeros((2, 2))  # every score ties: "first" hands query 0 a hit by index, "worst" none
+    assert retrieval_recall(flat, [0, 1], k=1) == {"image_retrieval_recall@1": 0.5, "text_retrieval_recall@1": 0.5}
+    assert retrieval_recall(flat, [0, 1], k=1, ties="worst") == {
+        "image_retrieval_recall@1": 0.0, "text_retrieval_recall@1": 0.0}
+
+
+def test_images_no_text_describes_are_left_out_of_text_retrieval():
+    similarity = np.array([[0.9, 0.1], [0.1, 0.9], [1.0, 1.0]])  # image 2 is a distractor that beats everything
+    result = retrieval_recall(similarity, [0, 1], k=1)
+    assert result == {"image_retrieval_recall@1": 0.0, "text_retrieval_recall@1": 1.0}
+
+
+def test_sparse_and_torch_inputs_give_the_same_numbers():
+    expected = retrieval_recall(SIMILARITY, POSITIVES)
+    assert retrieval_recall(scipy.sparse.csr_matrix(SIMILARITY), POSITIVES) == expected
+    torch = pytest.importorskip("torch")
+    assert accuracy_topk(torch.tensor(SCORES), torch.tensor(LABELS)) == accuracy_topk(SCORES, LABELS)
+
+
+def test_blocked_computation_matches_one_block(monkeypatch):
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(37, 6)).astype(float)  # many ties
+    labels = rng.integers(0, 6, size=37)
+    expected = [accuracy_topk(scores, labels, ties=t) for t in ("first", "worst")]
+    monkeypatch.setattr(metrics, "_BLOCK", 5)
+    assert [accuracy_topk(scores, labels, ties=t) for t in ("first", "worst")] == expected
+
+
+def test_first_ties_agree_with_a_stable_argsort():
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 3, size=(50, 7)).astype(float)
+    labels = rng.integers(0, 7, size=50)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.argmax(order == labels[:, None], axis=1)
+    assert accuracy_topk(scores, labels, k=(1, 3)) == {"acc1": np.mean(ranks < 1), "acc3": np.mean(ranks < 3)}
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: accuracy_topk(SCORES, [0, 1, 3, 0]), r"labels must lie in \[0, 3\)"),
+        (lambda: accuracy_topk(SCORES, [0, 1]), r"labels has shape \(2,\), expected \(4,\)"),
+        (lambda: accuracy_topk(SCORES, [0.0, 1.0, 2.0, 0.0]), "integer class indices"),
+        (lambda: accuracy_topk(SCORES, LABELS, k=0), "k=0"),
+        (lambda: accuracy_topk(SCORES, LABELS, ties="random"), "ties='random'"),
+        (lambda: accuracy_topk(np.full((2, 2), np.nan), [0, 1]), "contains NaN"),
+        (lambda: accuracy_topk(np.zeros(3), [0, 1, 2]), "2-D matrix"),
+        (lambda: mean_per_class_recall(np.array([0, 5, 0, 0]), LABELS, n_classes=3), r"predictions must lie in \[-1, 3\)"),
+        (lambda: mean_per_class_recall(SCORES, LABELS, n_classes=4), "n_classes=4 but scores have 3 columns"),
+        (lambda: retrieval_recall(SIMILARITY, [0, 0, 1]), "positives has 3 entries"),
+        (lambda: retrieval_recall(SIMILARITY, [0, 0, 1, 3]), r"positives\[3\]=3"),
+        (lambda: retrieval_recall(SIMILARITY, [0, [], 1, 2]), r"positives\[1\]"),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
