@@ -146,10 +146,33 @@ def fetch(
     entry = _entry(artifact_id, manifest)
     folder = Path(dest) if dest is not None else cache_dir() / "downloads" / artifact_id
     folder.mkdir(parents=True, exist_ok=True)
-    marker = _read_marker(folder)
+    with _folder_lock(folder):
+        return _fetch_locked(artifact_id, entry, folder, force, progress)
 
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """Hold an exclusive lock on the folder, so two processes never write the same .part file at once."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; concurrent fetches of one artifact are then the user's care
+        yield
+        return
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fetch_locked(artifact_id: str, entry: dict, folder: Path, force: bool, progress: bool) -> Path:
+    marker = _read_marker(folder)
+    recorded = json.dumps(marker, sort_keys=True)
     missing = [spec for spec in entry["files"] if force or not _cache_hit(folder / spec["name"], spec, marker)]
     if not missing:
+        if json.dumps(marker, sort_keys=True) != recorded:
+            _write_marker(folder, marker)  # a re-hashed file: remember it, so the next hit is cheap again
         return folder
 
     failures = []
@@ -344,6 +367,12 @@ def _download_url(url: str, part: Path, spec: dict, progress: bool) -> int:
                 _copy(response, handle, offset, expected_bytes, spec["name"], progress)
                 handle.flush()
                 os.fsync(handle.fileno())
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:
+            # The .part already reaches (or passes) the end of the file on the server: start again from byte 0.
+            part.unlink()
+            return _download_url(url, part, spec, progress)
+        raise _SourceFailed(f"HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise _SourceFailed(f"{type(err).__name__}: {err}") from None
     return offset

@@ -70,6 +70,19 @@ def test_second_call_is_a_cache_hit_that_needs_no_source(tmp_path):
     assert (fetch("blob", manifest=manifest, progress=False) / "blob.bin").read_bytes() == PAYLOAD
 
 
+def test_cache_hits_hash_a_file_once_after_it_changes_on_disk(tmp_path, monkeypatch):
+    manifest = _entry([_serve(tmp_path, "blob.bin", PAYLOAD)])
+    target = fetch("blob", manifest=manifest, progress=False) / "blob.bin"
+    hashed = []
+    monkeypatch.setattr(download, "sha256_file", lambda path: hashed.append(path) or _sha(PAYLOAD))
+    fetch("blob", manifest=manifest, progress=False)
+    assert hashed == []  # size and mtime match the record: no re-hash
+    os.utime(target, ns=(0, 0))  # touched, same bytes
+    fetch("blob", manifest=manifest, progress=False)
+    fetch("blob", manifest=manifest, progress=False)
+    assert hashed == [target]  # hashed once, then recorded again
+
+
 def test_a_file_changed_in_the_cache_is_detected_and_fetched_again(tmp_path):
     manifest = _entry([_serve(tmp_path, "blob.bin", PAYLOAD)])
     target = fetch("blob", manifest=manifest, progress=False) / "blob.bin"
@@ -203,6 +216,9 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("Range"):
             self.ranges_seen.append(self.headers["Range"])
             start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+            if start >= len(body):
+                self.send_error(416)
+                return
         self.send_response(206 if start else 200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body) - start))
@@ -233,6 +249,16 @@ def test_http_resume_sends_a_range_request(http_server):
     folder = fetch("blob", manifest=_entry([{"type": "https", "url": base + "/blob.bin"}]), progress=False)
     assert (folder / "blob.bin").read_bytes() == PAYLOAD
     assert handler.ranges_seen == [f"bytes={half}-"]
+
+
+def test_http_416_on_a_full_length_part_restarts_from_zero(http_server):
+    base, handler = http_server
+    handler.routes["/blob.bin"] = (PAYLOAD, "application/octet-stream")
+    _folder().mkdir(parents=True)
+    (_folder() / "blob.bin.part").write_bytes(b"\xff" * len(PAYLOAD))  # as long as the file, but wrong
+    manifest = _tofu([{"type": "https", "url": base + "/blob.bin"}])  # no size known: the server must say 416
+    assert (fetch("blob", manifest=manifest, progress=False) / "blob.bin").read_bytes() == PAYLOAD
+    assert handler.ranges_seen == [f"bytes={len(PAYLOAD)}-"]
 
 
 def test_http_html_answer_is_recognised_as_a_drive_page(http_server):
