@@ -399,8 +399,14 @@ def package_source(artifact_id: str, packages: dict | None = None) -> Path:
     if packages and artifact_id in packages:
         package_file = Path(packages[artifact_id])
     else:
-        from .download import fetch
+        from .download import fetch, load_manifest
 
+        # Already unpacked from the file the manifest names: no need to ask fetch (which re-checks the download).
+        unpacked = cache_dir() / "sources" / artifact_id
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            names = {spec["name"] for spec in load_manifest()[artifact_id]["files"]}
+            if json.loads((unpacked / ".unpacked.json").read_text())["file"] in names:
+                return unpacked
         folder = fetch(artifact_id)
         files = sorted(p for p in folder.iterdir() if p.name.endswith((".deb", ".tgz", ".tar.gz")))
         if len(files) != 1:

@@ -520,3 +520,23 @@ def test_real_fashion_mnist_test_split(real_demo):
     assert evalset.images[0].size == (28, 28)
     subset = load_eval("fashion-mnist", n=100)
     assert np.bincount(subset.labels).tolist() == [10] * 10
+
+
+def test_an_unpacked_package_is_reused_without_fetching(cache, tmp_path, monkeypatch):
+    from asif_nb import download
+
+    name = download.load_manifest()["dataset-fashion-mnist"]["files"][0]["name"]
+    folder = cache / "sources" / "dataset-fashion-mnist"
+    folder.mkdir(parents=True)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 28), dtype=np.uint8))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.array([3, 4], dtype=np.uint8))
+    (folder / ".unpacked.json").write_text(json.dumps({"file": name, "version": "x"}))
+
+    def no_fetch(artifact_id, **kwargs):
+        raise AssertionError("fetch must not be called for an unpacked package")
+
+    monkeypatch.setattr(download, "fetch", no_fetch)
+    assert load_eval("fashion-mnist").labels.tolist() == [3, 4]
+    (folder / ".unpacked.json").write_text(json.dumps({"file": "an-older-version.deb", "version": "x"}))
+    with pytest.raises(AssertionError, match="must not be called"):
+        load_eval("fashion-mnist")
