@@ -45,7 +45,17 @@ _EXPORTS = {
     # profiles and the CLIP-shaped front door
     "PROFILES": "profiles",
     "get_profile": "profiles",
+    "Profile": "profiles",
+    "PAPER_TABLE1": "profiles",
     "load": "pipeline",
+    "Asif": "pipeline",
+    "embed_anchors": "pipeline",
+    "prompts_for": "pipeline",
+    # what notebooks write
+    "results_dir": "results",
+    "save_results": "results",
+    "load_results": "results",
+    "save_figure": "results",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,0 +1,170 @@
+"""``asif_nb.load(profile)``: ASIF as a drop-in for CLIP's ``clip.load``.
+
+This is the end of the data flow — it only strings the stages together:
+collection (data) → frozen encoders → embedding cache → AsifModel. Everything it returns can also be built by
+hand from those stages, which is what notebook 02 does step by step.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cache import embed_cached
+from .data import load_collection
+from .encoders import load_image_encoder, load_text_encoder
+from .metrics import accuracy_topk, mean_per_class_recall, retrieval_recall
+from .model import AsifModel
+from .profiles import Profile, get_profile
+
+
+def cache_key(*parts: str) -> str:
+    """A cache key safe for a file name, readable by a person: ``folder:/a/b`` → ``folder-a-b``."""
+    return "-".join(re.sub(r"[^A-Za-z0-9._]+", "-", str(part)).strip("-") for part in parts if part)
+
+
+def prompts_for(class_names, templates) -> list[str]:
+    """Class-major prompt list (class c, template t at row ``c * len(templates) + t``), as
+    ``AsifModel.classify`` expects. Templates use ``{c}`` for the class name, as CLIP_benchmark does."""
+    if not templates:
+        raise ValueError("templates is empty: pass at least one, e.g. ['a photo of a {c}.'].")
+    return [template.format(c=name) for name in class_names for template in templates]
+
+
+@dataclass
+class AnchorSet:
+    """The anchors of a profile: the collection and both halves of its embeddings (row i = pair i)."""
+
+    collection: object
+    anchor_images: np.ndarray
+    anchor_texts: np.ndarray
+
+
+def embed_anchors(collection, image_encoder, text_encoder, progress: bool = True) -> AnchorSet:
+    """Embed both halves of a collection once (cached by content), keeping row i = pair i."""
+    base = cache_key(collection.name)
+    anchor_images = embed_cached(image_encoder, list(collection.images), key=f"{base}-images", progress=progress)
+    anchor_texts = embed_cached(text_encoder, list(collection.captions), key=f"{base}-captions", progress=progress)
+    return AnchorSet(collection, anchor_images, anchor_texts)
+
+
+@dataclass
+class EvalEmbeddings:
+    """An evaluation set with its images, class prompts and (for retrieval) captions embedded."""
+
+    evalset: object
+    images: np.ndarray
+    prompts: np.ndarray | None  # class-major, len(class_names) * len(templates) rows
+    captions: np.ndarray | None
+    n_templates: int
+
+
+def embed_eval(evalset, image_encoder, text_encoder, progress: bool = True) -> EvalEmbeddings:
+    """Embed an evaluation set once (cached by content): its images, its class prompts, its captions."""
+    base = cache_key(evalset.name)
+    images = embed_cached(image_encoder, list(evalset.images), key=f"{base}-images", progress=progress)
+    prompts = captions = None
+    templates = list(getattr(evalset, "templates", None) or [])
+    if getattr(evalset, "class_names", None) and templates:
+        prompts = embed_cached(text_encoder, prompts_for(evalset.class_names, templates),
+                               key=f"{base}-prompts", progress=progress)
+    if getattr(evalset, "captions", None):
+        captions = embed_cached(text_encoder, list(evalset.captions), key=f"{base}-captions", progress=progress)
+    return EvalEmbeddings(evalset, images, prompts, captions, max(len(templates), 1))
+
+
+def evaluate(model: AsifModel, embedded: EvalEmbeddings, reduce: str = "max") -> dict:
+    """Zero-shot metrics as CLIP_benchmark reports them: ``acc1``, ``acc5``, ``mean_per_class_recall``
+    for classification; retrieval recall@1/@5 both ways (caption i belongs to image i):
+    ``text_retrieval_recall@k`` is image→text, ``image_retrieval_recall@k`` text→image.
+
+    Ties are counted against us (``ties="worst"``): sparse ASIF scores often tie at exactly 0 (no shared
+    anchor), and a stable argsort would then credit the lowest class index with a correct answer by luck."""
+    evalset = embedded.evalset
+    result = {"eval": evalset.name, "n_images": int(len(embedded.images))}
+    if embedded.prompts is not None:
+        labels = np.asarray(evalset.labels)
+        pred, scores = model.classify(embedded.images, embedded.prompts, n_templates=embedded.n_templates, reduce=reduce)
+        result.update(accuracy_topk(scores, labels, k=(1, 5), ties="worst"))
+        result["mean_per_class_recall"] = float(mean_per_class_recall(scores, labels, ties="worst"))
+        result["n_classes"] = len(evalset.class_names)
+        result["chance"] = 1.0 / len(evalset.class_names)
+        result["predictions"] = pred
+    if embedded.captions is not None:
+        similarity = model.similarity(embedded.images, embedded.captions)
+        result.update(retrieval_recall(similarity, np.arange(len(similarity)), k=(1, 5), ties="worst"))
+    return result
+
+
+class Asif:
+    """A CLIP-shaped ASIF model over raw inputs: images (paths, PIL images, bytes) and strings.
+
+    ``encode_image`` / ``encode_text`` return the sparse relative representations (scipy CSR, one row per
+    input, N = number of anchor pairs columns); ``similarity`` is their dense product, the cosine similarity of
+    the normalised representations; ``classify`` picks the best class prompt.
+    """
+
+    def __init__(self, model: AsifModel, image_encoder, text_encoder, anchors: AnchorSet | None = None,
+                 profile: Profile | None = None):
+        self.model = model
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.anchors = anchors  # the raw anchor embeddings and the collection they came from
+        self.collection = anchors.collection if anchors is not None else None
+        self.profile = profile
+
+    def __repr__(self):
+        return (
+            f"Asif(image_encoder={self.image_encoder.name!r}, text_encoder={self.text_encoder.name!r}, "
+            f"n_pairs={self.model.n_pairs}, k={self.model.k}, p={self.model.p})"
+        )
+
+    def embed_images(self, images, progress: bool = False) -> np.ndarray:
+        return self.image_encoder.encode(list(images), progress=progress)
+
+    def embed_texts(self, texts, progress: bool = False) -> np.ndarray:
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.text_encoder.encode(list(texts), progress=progress)
+
+    def encode_image(self, images):
+        return self.model.encode_image(self.embed_images(images))
+
+    def encode_text(self, texts):
+        return self.model.encode_text(self.embed_texts(texts))
+
+    def similarity(self, images, texts) -> np.ndarray:
+        return self.model.similarity(self.embed_images(images), self.embed_texts(texts))
+
+    def classify(self, images, class_names, templates=("a photo of a {c}.",), reduce="max", unknown_threshold=None):
+        prompt_embeddings = self.embed_texts(prompts_for(class_names, templates))
+        return self.model.classify(
+            self.embed_images(images),
+            prompt_embeddings,
+            n_templates=len(templates),
+            reduce=reduce,
+            unknown_threshold=unknown_threshold,
+        )
+
+    def explain(self, image, text: str, top: int = 20) -> list[dict]:
+        """The anchors behind one image–text score, with their captions and image paths attached."""
+        rows = self.model.explain(self.embed_images([image])[0], self.embed_texts([text])[0], top=top)
+        if self.collection is not None:
+            for row in rows:
+                pair = self.collection[int(row["anchor"])]
+                row["caption"], row["image"] = pair.caption, pair.image
+        return rows
+
+
+def load(profile: str = "demo", *, device: str = "auto", progress: bool = True, **overrides) -> Asif:
+    """Build the profile's ASIF model: load the collection and both encoders, embed the anchors (cached),
+    and return an :class:`Asif`. ``overrides`` replace profile fields (``k``, ``p``, ``n_pairs``,
+    ``image_encoder``, ``text_encoder``, ``collection``)."""
+    prof = get_profile(profile, **overrides)
+    collection = load_collection(prof.collection, n_pairs=prof.n_pairs)
+    image_encoder = load_image_encoder(prof.image_encoder, device=device)
+    text_encoder = load_text_encoder(prof.text_encoder, device=device)
+    anchors = embed_anchors(collection, image_encoder, text_encoder, progress=progress)
+    model = AsifModel(anchors.anchor_images, anchors.anchor_texts, k=prof.k, p=prof.p, ids=list(collection.ids), device=device)
+    return Asif(model, image_encoder, text_encoder, anchors=anchors, profile=prof)
