@@ -1,0 +1,168 @@
+"""Speed goals of asif_nb.model (issue #2). Prints the figures; exits 1 when a goal is missed.
+
+1. Exact relative representations of 2,000 queries against 200,000 anchors (d=768, k=800) within 1.25x
+   the bare fp32 matrix product of the same shapes, measured in the same run (best of 3 each, interleaved
+   so that load from other processes hits both sides alike). The floor is the faster of two bare products:
+   one (2000, 768) @ (768, 200000) product, and the same product in 8192-anchor chunks into one buffer.
+2. Peak memory while encoding <= anchor matrix + 1 GB (VmHWM, reset before the call).
+3. sweep over 8 prefix sizes x 3 k x 4 p within 1.5x one single evaluation at the largest size
+   (building the model from the same raw arrays, then classify).
+
+Usage: python benchmarks/bench_model.py [--quick]   (--quick: a 10x smaller run to try the script)
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from asif_nb.model import AsifModel, sweep  # noqa: E402
+
+REPEATS = 3
+
+
+def clustered(rng, n, dim, n_clusters=1000, spread=1.0):
+    """Embeddings that look like an encoder's: a shared mean direction, clusters, noise (float32)."""
+    centres = rng.standard_normal((n_clusters, dim), dtype=np.float32)
+    mean = rng.standard_normal(dim, dtype=np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    step = 50_000
+    for s in range(0, n, step):
+        m = min(step, n - s)
+        out[s:s + m] = mean + centres[rng.integers(0, n_clusters, m)] + spread * rng.standard_normal((m, dim), dtype=np.float32)
+    return out
+
+
+def peak_rss_reset():
+    """Reset the kernel's resident-set high-water mark of this process; False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_kib(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def best_of(fns):
+    """Run each callable REPEATS times, interleaved; best wall and CPU seconds of each."""
+    wall = {name: np.inf for name in fns}
+    cpu = {name: np.inf for name in fns}
+    for _ in range(REPEATS):
+        for name, fn in fns.items():
+            gc.collect()
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name] = min(wall[name], time.perf_counter() - w0)
+            cpu[name] = min(cpu[name], time.process_time() - c0)
+    return wall, cpu
+
+
+def bench_representation(n, n_anchors, dim, k):
+    rng = np.random.default_rng(0)
+    queries = clustered(rng, n, dim)
+    anchors = clustered(rng, n_anchors, dim)
+    texts = anchors[:, : dim // 2].copy()  # the text side is not used here; keep it small
+    anchor_bytes = anchors.nbytes
+    model = AsifModel(anchors, texts, k=k, p=8)
+    q, a = torch.from_numpy(queries), torch.from_numpy(anchors)
+    chunk = 8192
+    buffer = torch.empty((n, chunk))
+
+    def gemm_full():
+        return q @ a.T
+
+    def gemm_chunked():
+        for s in range(0, n_anchors, chunk):
+            part = a[s:s + chunk]
+            torch.matmul(q, part.T, out=buffer[:, : part.shape[0]])
+
+    def ours():
+        model.encode_image(queries)
+
+    wall, cpu = best_of({"gemm_full": gemm_full, "gemm_chunked": gemm_chunked, "asif": ours})
+    flops = 2.0 * n * n_anchors * dim
+    floor = min(wall["gemm_full"], wall["gemm_chunked"])
+    floor_cpu = min(cpu["gemm_full"], cpu["gemm_chunked"])
+    print(f"relative representation: {n} queries x {n_anchors} anchors, d={dim}, k={k}, "
+          f"{torch.get_num_threads()} torch threads")
+    for name in wall:
+        print(f"  {name:13s} best wall {wall[name]:7.3f} s  ({flops / wall[name] / 1e9:6.1f} GFLOP/s)   "
+              f"best CPU {cpu[name]:7.3f} s")
+    time_ratio = wall["asif"] / floor
+    print(f"  time ratio asif / bare GEMM: {time_ratio:.3f} (wall; goal <= 1.25), "
+          f"{cpu['asif'] / floor_cpu:.3f} (CPU time)")
+
+    # memory: drop everything but the model, reset the high-water mark, encode once
+    del q, a, buffer, anchors, texts
+    gc.collect()
+    before = rss_kib("VmRSS")
+    if peak_rss_reset():
+        model.encode_image(queries)
+        extra = (rss_kib("VmHWM") - before) * 1024
+        memory_ratio = extra / anchor_bytes
+        print(f"  peak memory during encode: RSS with the model {before / 2**20:.2f} GiB, "
+              f"peak extra {extra / 2**20:.0f} MiB (goal: anchors {anchor_bytes / 2**20:.0f} MiB + 1 GiB resident "
+              f"in all, i.e. extra <= 1024 MiB); extra / anchor matrix = {memory_ratio:.3f}")
+        memory_ok = extra <= 2**30
+    else:
+        print("  peak memory: /proc/self/clear_refs not writable here, not measured")
+        memory_ok = True
+    return time_ratio <= 1.25, memory_ok
+
+
+def bench_sweep(n_images, n_classes, n_anchors, dims, ks, ps, n_sizes):
+    rng = np.random.default_rng(1)
+    anchor_images = clustered(rng, n_anchors, dims[0], n_clusters=n_classes)
+    anchor_texts = anchor_images[:, : dims[1]] + 0.5 * rng.standard_normal((n_anchors, dims[1]), dtype=np.float32)
+    images = clustered(rng, n_images, dims[0], n_clusters=n_classes)
+    prompts = clustered(rng, n_classes, dims[1], n_clusters=n_classes)
+    labels = rng.integers(0, n_classes, n_images)
+    sizes = np.unique(np.geomspace(max(ks), n_anchors, n_sizes).round().astype(int)).tolist()
+
+    def single():
+        model = AsifModel(anchor_images, anchor_texts, k=max(ks), p=ps[-1])
+        pred, _ = model.classify(images, prompts)
+        return float(np.mean(pred == labels))
+
+    def run_sweep():
+        return sweep(images, labels, prompts, anchor_images, anchor_texts, n_pairs=sizes, k=ks, p=ps)
+
+    wall, cpu = best_of({"single": single, "sweep": run_sweep})
+    rows = run_sweep()
+    points = sum(r["applicable"] for r in rows)
+    assert abs(rows[-1]["accuracy"] - single()) < 1e-12 or rows[-1]["k"] != max(ks)
+    ratio = wall["sweep"] / wall["single"]
+    print(f"sweep: {n_images} images, {n_classes} classes, {n_anchors} anchors, dims {dims}: "
+          f"{len(sizes)} sizes x {len(ks)} k x {len(ps)} p = {len(rows)} points ({points} applicable)")
+    print(f"  single evaluation (build + classify) best wall {wall['single']:.3f} s, CPU {cpu['single']:.3f} s")
+    print(f"  sweep                               best wall {wall['sweep']:.3f} s, CPU {cpu['sweep']:.3f} s")
+    print(f"  sweep / single: {ratio:.3f} (wall; goal <= 1.5), {cpu['sweep'] / cpu['single']:.3f} (CPU time)")
+    return ratio <= 1.5
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10x smaller shapes, to try the script")
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    time_ok, memory_ok = bench_representation(2000, 200_000 // scale, 768, 800)
+    sweep_ok = bench_sweep(1000, 100, 100_000 // scale, (768, 384), ks=(100, 400, 800), ps=(1, 3, 5, 8), n_sizes=8)
+    failed = [name for name, ok in (("time", time_ok), ("memory", memory_ok), ("sweep", sweep_ok)) if not ok]
+    print("goals missed: " + ", ".join(failed) if failed else "all goals met")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
