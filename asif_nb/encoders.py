@@ -59,6 +59,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # a lower mean true-class probability on those samples (0.56 vs 0.64) and a less confident cat.
 EFFICIENTNET_LITE2_SIZE = 260
 EFFICIENTNET_LITE2_MEAN = 127.0
+EFFICIENTNET_LITE2_FEATURES_VERSION = 2  # v1 wrongly swapped ReLU6 for swish
 EFFICIENTNET_LITE2_STD = 128.0
 EFFICIENTNET_LITE2_PREPROCESSING = (
     "efficientnet-lite2: RGB, resize to 260x260 (bicubic, no crop), (x - 127) / 128 on 0-255 pixels "
@@ -339,14 +340,18 @@ class EfficientNetLite2Encoder(ImageEncoder):
 
         weights = _efficientnet_lite2_weights()
         self.device = resolve_device(device)
-        self.weights_id = "sha256:" + sha256_file(weights)
+        weights_sha = sha256_file(weights)
+        # The features depend on the weights AND on how we compute them; a new FEATURES_VERSION invalidates cached
+        # exports and embeddings made the old way.
+        self.weights_id = f"sha256:{weights_sha}+features-v{EFFICIENTNET_LITE2_FEATURES_VERSION}"
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights" each load
             model = EfficientNet.from_pretrained("efficientnet-lite2", weights_path=str(weights))
-        # the memory-efficient swish is a custom autograd Function the ONNX exporter cannot trace
-        model.set_swish(memory_efficient=False)
+        # Lite models use ReLU6 throughout (the package sets it from relu_fn='relu6'). Never call the package's
+        # set_swish(): it would replace ReLU6 by swish and silently compute different, worse features.
         self.torch_model = model.eval()
         self._torch = torch
-        self.onnx_path = cache_dir() / "onnx" / f"efficientnet-lite2-{self.weights_id.split(':')[1][:12]}.onnx"
+        self.onnx_path = (cache_dir() / "onnx" /
+                          f"efficientnet-lite2-{weights_sha[:12]}-v{EFFICIENTNET_LITE2_FEATURES_VERSION}.onnx")
         if self.device == "cpu":
             self._session = self._onnx_session()
         else:

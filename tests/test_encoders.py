@@ -441,6 +441,16 @@ def test_efficientnet_classifies_the_cat_as_a_cat(effnet, chelsea):
 
 
 @pytest.mark.slow
+def test_efficientnet_lite_keeps_its_relu6_activations(effnet):
+    # The Lite weights were trained with ReLU6; the package's set_swish() would silently swap in swish, which
+    # still classifies an easy cat but scrambles the pooled features ASIF compares (they exceeded 70).
+    import torch
+
+    activations = [effnet.torch_model._swish] + [block._swish for block in effnet.torch_model._blocks]
+    assert all(isinstance(act, torch.nn.ReLU6) for act in activations)
+
+
+@pytest.mark.slow
 def test_efficientnet_onnx_features_match_torch_and_are_deterministic(effnet, chelsea, tmp_path):
     path = tmp_path / "chelsea.png"
     chelsea.save(path)
