@@ -86,7 +86,8 @@ def similarity_heatmap(similarity, row_labels, col_labels, images=None, title="A
             thumb_ax.imshow(_as_image(item), cmap="gray")
             thumb_ax.axis("off")
     ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.03)
+    # with thumbnails the text labels sit on the right, so the colour bar moves out of their way
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.3 if thumbs else 0.02)
     return fig
 
 
@@ -145,7 +146,9 @@ def plot_threshold_curve(curve, title="Unknown token: accuracy / unknown / wrong
     """Stacked fractions of correct, unknown (abstained) and wrong answers as the threshold rises."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
     thresholds = np.asarray(curve["threshold"])
-    ax.stackplot(thresholds, curve["accuracy"], curve["unknown"], curve["wrong"],
+    finite = np.isfinite(thresholds)  # the last threshold is +inf (nothing answered): no place on an axis
+    thresholds = thresholds[finite]
+    ax.stackplot(thresholds, *(np.asarray(curve[key])[finite] for key in ("accuracy", "unknown", "wrong")),
                  labels=["correct", "unknown", "wrong"], colors=["#4c9a2a", "#bbbbbb", "#c0392b"], alpha=0.85)
     if mark is not None:
         ax.axvline(mark, color="k", ls="--", lw=1)
