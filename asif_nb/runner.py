@@ -51,14 +51,18 @@ def run_notebooks(notebooks, out: Path, parameters: dict, kernel: str = "python3
     return timings
 
 
+def _format(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.0f}"
+    return str(value)
+
+
 def summary_table(timings: list[dict], folder: Path) -> str:
     lines = [f"{'notebook':34} {'status':8} {'time':>7}  key numbers", "-" * 100]
     for entry in timings:
         path = folder / f"{entry['notebook']}.json"
         summary = json.loads(path.read_text()).get("summary", {}) if path.exists() else {}
-        numbers = ", ".join(
-            f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}" for key, value in summary.items()
-        )
+        numbers = ", ".join(f"{key}={_format(value)}" for key, value in summary.items())
         status = "ok" if entry["status"] == "ok" else "FAILED"
         lines.append(f"{entry['notebook']:34} {status:8} {entry['seconds']:6.0f}s  {numbers}")
     total = sum(entry["seconds"] for entry in timings)
