@@ -31,12 +31,15 @@ _EXPORTS = {
     "list_encoders": "encoders",
     "to_rgb": "encoders",
     "embed_cached": "cache",
+    "cache_info": "cache",
+    "EncoderUnavailableError": "encoders",
     # data: collections, evaluation sets, the download manifest
     "load_collection": "data",
     "load_eval": "data",
     "list_collections": "data",
     "list_evals": "data",
     "fetch": "download",
+    "fetch_file": "download",
     "load_manifest": "download",
     # evaluation
     "accuracy_topk": "metrics",
