@@ -56,6 +56,7 @@ _EMPTY = torch.iinfo(torch.int64).min  # key of an empty top-k slot: below every
 _LOW32 = 0xFFFFFFFF
 _DEFAULT_BUDGET = 256 * 2**20  # bytes of working memory per call, beyond anchors, inputs and output
 _DEFAULT_CHUNK_BYTES = 64 * 2**20  # anchors converted / moved to the device per step
+_DOT_BLOCK_BYTES = 64 * 2**20  # dense block of text representations in _dot
 _FORMAT = "asif_nb.AsifModel"
 _FORMAT_VERSION = 1
 
@@ -139,21 +140,30 @@ def _as_tensor(x, name, allow_1d=False):
 
 
 def _row_norms(x, name, row_offset=0):
-    """float64 L2 norms of the rows of x, refusing rows that cannot be normalised."""
-    norms = torch.linalg.vector_norm(x.to(torch.float64), dim=1)
+    """float32 L2 norms of the rows of float32 ``x``, refusing rows that cannot be normalised.
+
+    A row's norm depends on that row only, not on the rows around it, so normalising in chunks, from a
+    memmap or one query at a time gives the same bits.
+    """
+    norms = torch.linalg.vector_norm(x, dim=1)
     bad = ~torch.isfinite(norms) | (norms == 0)
     if bool(bad.any()):
         row = int(bad.nonzero()[0, 0])
-        what = "a zero vector" if float(norms[row]) == 0 else "not finite (NaN or inf)"
-        raise ValueError(f"{name} row {row + row_offset} is {what}: cosine similarity needs finite, non-zero "
-                         "embeddings; drop that row or fix the encoder output.")
+        values = x[row]
+        if not bool(torch.isfinite(values).all()):
+            what = "not finite (NaN or inf): drop that row or fix the encoder output"
+        elif not bool(values.any()):
+            what = "a zero vector, which has no direction: drop that row or fix the encoder output"
+        else:
+            what = "too large or too small for a float32 norm: rescale the embeddings"
+        raise ValueError(f"{name} row {row + row_offset} is {what} (cosine similarity needs unit-length rows).")
     return norms
 
 
 def _normalise(x, name, row_offset=0):
-    """Rows scaled to unit length, in float64 then rounded to float32, so each row's bits depend only on it."""
-    norms = _row_norms(x, name, row_offset)
-    return (x.to(torch.float64) / norms[:, None]).to(torch.float32)
+    """Rows scaled to unit length, as float32."""
+    x = x.to(torch.float32)
+    return x / _row_norms(x, name, row_offset)[:, None]
 
 
 def _prepare_queries(x, name, dim, device):
@@ -176,39 +186,33 @@ class _Anchors:
     once here and each chunk is normalised on the fly, with the same arithmetic, so results are identical.
     """
 
-    def __init__(self, source, name, device, normalised=False):
+    def __init__(self, source, name, device):
         self.name, self.device = name, device
+        step = _rows_per_chunk(source.shape[1] if len(getattr(source, "shape", ())) == 2 else 1)
         if isinstance(source, np.memmap):
-            self.raw = source
-            self.norms = torch.empty(source.shape[0], dtype=torch.float64)
-            step = _rows_per_chunk(source.shape[1])
-            _as_tensor(source[:1], name)  # shape / dtype checks
+            _as_tensor(source[:1], name)  # dtype checks
             if source.ndim != 2:
                 raise ValueError(f"{name} has shape {source.shape}: pass a 2-D array (rows are embeddings).")
+            self.raw, self.data = source, None
+            self.norms = torch.empty(source.shape[0], dtype=torch.float32)
             for start in range(0, source.shape[0], step):
-                chunk = torch.from_numpy(np.array(source[start:start + step]))
+                chunk = torch.from_numpy(np.array(source[start:start + step])).to(torch.float32)
                 self.norms[start:start + step] = _row_norms(chunk, name, start)
-            self.data = None
             self.n, self.dim = source.shape
         else:
             t = _as_tensor(source, name)
             self.raw = None
-            if normalised:
-                _row_norms(t, name)
-                self.data = t.to(device=device, dtype=torch.float32).contiguous()
-            else:
-                self.data = torch.empty(t.shape, dtype=torch.float32, device=device)
-                step = _rows_per_chunk(t.shape[1])
-                for start in range(0, t.shape[0], step):
-                    self.data[start:start + step] = _normalise(t[start:start + step].to(device), name, start)
+            self.data = torch.empty(t.shape, dtype=torch.float32, device=device)
+            for start in range(0, t.shape[0], step):
+                self.data[start:start + step] = _normalise(t[start:start + step].to(device), name, start)
             self.n, self.dim = self.data.shape
 
     def rows(self, start, stop, device):
         """Normalised float32 rows start..stop-1 on ``device``."""
         if self.data is not None:
             return self.data[start:stop].to(device)
-        chunk = torch.from_numpy(np.array(self.raw[start:stop])).to(torch.float64)
-        return (chunk / self.norms[start:stop, None]).to(torch.float32).to(device)
+        chunk = torch.from_numpy(np.array(self.raw[start:stop])).to(torch.float32)
+        return (chunk / self.norms[start:stop, None]).to(device)
 
     def tiles(self, chunk_size, device):
         """Yield (start, tile, width): tiles of exactly ``_TILE_ANCHORS`` rows, zero-padded after ``width``."""
@@ -236,10 +240,11 @@ def _rows_per_chunk(dim):
 
 
 def _normalised_anchors(data, name, device):
-    """An _Anchors over an already-normalised float32 tensor (after add / remove / load)."""
+    """An _Anchors over rows that are already unit-length float32 (after add / remove / load)."""
     anchors = _Anchors.__new__(_Anchors)
     anchors.name, anchors.device, anchors.raw = name, device, None
     anchors.data = data.to(device=device, dtype=torch.float32).contiguous()
+    _row_norms(anchors.data, name)  # a damaged file could hold NaN
     anchors.n, anchors.dim = anchors.data.shape
     return anchors
 
@@ -431,13 +436,18 @@ def _top_keys(queries, anchors, k, chunk_size, memory_budget, device):
     return torch.cat(parts)
 
 
-def _by_index(keys, k):
-    """(similarities float32, anchor indices int64) of the first k keys per row, as numpy, sorted by index.
+def _decode_numpy(keys):
+    """``_decode_keys`` for a numpy array: (float32 similarities, int64 anchor indices)."""
+    bits = (keys >> 32).astype(np.int32)
+    bits = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits)
+    return bits.view(np.float32), _LOW32 - (keys & _LOW32)
+
+
+def _by_index(values, index):
+    """The same (similarity, anchor index) pairs per row, sorted by anchor index.
 
     A canonical order matters: the L2 norm sums the row, and a float sum depends on its order.
     """
-    values, index = _decode_keys(keys[:, :k])
-    values, index = values.cpu().numpy(), index.cpu().numpy()
     # one integer sort moves each similarity (its bits in the low half) along with its index
     packed = (index.astype(np.uint64) << np.uint64(32)) | values.view(np.uint32).astype(np.uint64)
     packed.sort(axis=1)
@@ -454,18 +464,22 @@ def _to_csr(values, index, p, clamp_negative, n_anchors):
     weights = (values / np.where(peak > 0, peak, np.float32(1))) ** np.float32(p)
     norm = np.sqrt((weights * weights).sum(axis=1, keepdims=True))
     weights = weights / np.where(norm > 0, norm, np.float32(1))
+    index = index.astype(np.int32 if n_anchors < 2**31 else np.int64)
     stored = weights != 0
-    indptr = np.concatenate([[0], np.cumsum(stored.sum(axis=1))]).astype(np.int64)
-    index_dtype = np.int32 if n_anchors < 2**31 else np.int64
-    matrix = scipy.sparse.csr_matrix((weights[stored].astype(np.float32), index[stored].astype(index_dtype), indptr),
-                                     shape=(weights.shape[0], n_anchors))
+    if stored.all():
+        data, indices = weights.ravel(), index.ravel()
+        indptr = np.arange(0, weights.size + 1, max(1, weights.shape[1]), dtype=np.int64)
+    else:
+        data, indices = weights[stored], index[stored]
+        indptr = np.concatenate([[0], np.cumsum(stored.sum(axis=1))]).astype(np.int64)
+    matrix = scipy.sparse.csr_matrix((data, indices, indptr), shape=(weights.shape[0], n_anchors))
     matrix.has_sorted_indices = True
     return matrix
 
 
 def _representation(queries, anchors, k, p, clamp_negative, chunk_size, memory_budget, device):
     keys = _top_keys(queries, anchors, k, chunk_size, memory_budget, device)
-    return _to_csr(*_by_index(keys, k), p, clamp_negative, anchors.n)
+    return _to_csr(*_by_index(*_decode_numpy(keys.cpu().numpy())), p, clamp_negative, anchors.n)
 
 
 def relative_representation(queries, anchors, k=800, p=8, clamp_negative=True, chunk_size=None,
@@ -497,18 +511,24 @@ def relative_representation(queries, anchors, k=800, p=8, clamp_negative=True, c
 
 
 def _dot(a, b):
-    """Dense float32 ``a @ b.T`` of two CSR matrices with the same number of columns.
+    """Dense float32 ``a @ b.T`` of two CSR matrices with the same number of columns (anchors).
 
-    Few anchors and many non-zeros per row make the sparse product slow (every pair of rows shares most
-    anchors), so then both sides are densified and multiplied as dense matrices instead.
+    The sparse product costs a step per stored value of ``a`` plus one per (row of a, row of b, shared
+    anchor); with few anchors the rows share most of them and a dense product (torch, all cores) is much
+    cheaper. The rough costs below (seconds on the 2-core reference machine) pick the faster one.
     """
     n_anchors = a.shape[1]
-    nnz_per_row = max(a.getnnz(axis=1).max(initial=0), b.getnnz(axis=1).max(initial=0), 1)
-    dense_bytes = 4 * n_anchors * (a.shape[0] + b.shape[0])
-    if n_anchors <= 4 * nnz_per_row and dense_bytes <= 2**28:
-        dense = torch.from_numpy(a.toarray()) @ torch.from_numpy(b.toarray()).T
-        return dense.numpy().astype(np.float32, copy=False)
-    return np.asarray((a @ b.T).toarray(), dtype=np.float32)
+    shared = a.nnz * b.nnz / n_anchors
+    sparse_cost = 2e-8 * a.nnz + 5e-9 * shared
+    dense_cost = 2 * a.shape[0] * n_anchors * b.shape[0] / 1e11 + 4 * (a.shape[0] + b.shape[0]) * n_anchors / 2e9
+    if dense_cost >= sparse_cost or 4 * b.shape[0] * n_anchors > _DOT_BLOCK_BYTES:
+        return np.asarray((a @ b.T).toarray(), dtype=np.float32)
+    b_dense = torch.from_numpy(b.toarray())
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float32)
+    rows = max(1, _DOT_BLOCK_BYTES // (4 * n_anchors))
+    for i in range(0, a.shape[0], rows):
+        out[i:i + rows] = (torch.from_numpy(a[i:i + rows].toarray()) @ b_dense.T).numpy()
+    return out
 
 
 def _class_means(texts, n_classes, n_templates):
@@ -916,12 +936,13 @@ def sweep(image_embeddings, labels, prompt_embeddings, anchor_images, anchor_tex
     rows = []
     for (size, image_keys), (_, prompt_keys) in zip(*passes):
         # best first (numpy sorts int64 much faster than torch on the CPU); empty slots sort last
-        image_keys = torch.from_numpy(np.sort(image_keys.cpu().numpy(), axis=1)[:, ::-1].copy())
-        prompt_keys = torch.from_numpy(np.sort(prompt_keys.cpu().numpy(), axis=1)[:, ::-1].copy())
+        image_best = _decode_numpy(np.sort(image_keys.cpu().numpy(), axis=1)[:, ::-1])
+        prompt_best = _decode_numpy(np.sort(prompt_keys.cpu().numpy(), axis=1)[:, ::-1])
         for k_value in ks:
             applicable = k_value <= size
             if applicable:
-                image_rows, prompt_rows = _by_index(image_keys, k_value), _by_index(prompt_keys, k_value)
+                image_rows = _by_index(image_best[0][:, :k_value], image_best[1][:, :k_value])
+                prompt_rows = _by_index(prompt_best[0][:, :k_value], prompt_best[1][:, :k_value])
             for p_value in ps:
                 row = {"n_pairs": size, "k": k_value, "p": p_value, "accuracy": None, "applicable": applicable}
                 if applicable:

@@ -121,7 +121,8 @@ def test_matches_dense_reference(small_tiles, n, n_anchors, dim, k, p, chunk_siz
     expected = naive(queries, anchors, k, p)
     assert got.has_sorted_indices and np.all(np.diff(got.indptr) <= k)
     np.testing.assert_array_equal(got.toarray() != 0, expected != 0)
-    np.testing.assert_allclose(got.toarray(), expected, rtol=2e-5, atol=1e-6)
+    # float32 cosines are off by ~1e-7; p < 1 magnifies that near 0 (d(c^p) = p c^(p-1) dc)
+    np.testing.assert_allclose(got.toarray(), expected, rtol=2e-5, atol=1e-6 if p >= 1 else 1e-5)
 
 
 def test_matches_dense_reference_without_clamping(small_tiles):
@@ -220,7 +221,7 @@ def test_representation_rows_are_unit_and_sparse():
     assert S.dtype == np.float32 and S.shape == (4, 6) and np.all((S >= 0) & (S <= 1 + 1e-6))
 
 
-@pytest.mark.parametrize("n_anchors,k", [(40, 30), (4000, 5)])  # the dense and the sparse product
+@pytest.mark.parametrize("n_anchors,k", [(40, 30), (40000, 5)])  # the dense and the sparse product
 def test_dot_routes_agree_with_dense_product(n_anchors, k):
     rng = np.random.default_rng(n_anchors)
     a = relative_representation(rng.standard_normal((20, 6)), rng.standard_normal((n_anchors, 6)), k=k, p=2)
