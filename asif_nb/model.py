@@ -12,25 +12,26 @@ similarities to the N anchors of its own modality, sparsified and sharpened:
 Images and texts then live in the same N-dimensional space and are compared by a dot product.
 
 Exactness. The top-k is exact and deterministic: it orders anchors by (similarity desc, index asc).
-Similarities are float32 matrix products computed in fixed-shape tiles (``_TILE_QUERIES`` queries x
-``_TILE_ANCHORS`` anchors, zero-padded at the edges), because a BLAS rounds the same dot product
-differently for differently shaped products; with fixed tiles, a (query, anchor) similarity is the same
-bits whatever ``chunk_size``, ``memory_budget``, the batch it came in or the prefix of anchors used, so
-these never change a result. Another device (GPU) rounds differently: same results up to float tolerance.
+Similarities are float32 matrix products, and a BLAS rounds the same dot product differently depending on
+the product's shape; so anchors always go in tiles of exactly ``_TILE_ANCHORS`` (zero-padded) and queries
+are padded to a multiple of 16 rows. Then a (query, anchor) similarity has the same bits whatever
+``chunk_size``, ``memory_budget``, the batch it came in or the prefix of anchors used, so none of these
+changes a result (pinned by tests on this machine's MKL; a thread count change could, in principle, too).
+Another device (GPU) rounds differently: same results up to float tolerance.
 
 Speed. Anchors are streamed tile by tile; per query we keep a running top-k and its current k-th value
 (the threshold). Once k anchors were seen, only similarities strictly above the threshold can enter (an
 equal one has a larger index and loses the tie), and after the first few tiles these are rare, so a cheap
 max over groups of 64 columns finds them instead of a full top-k per tile. Survivors wait in a pending
 buffer and are merged into the running top-k (one ``topk`` over k + pending) when it fills. Memory is
-O(anchors + n*(k + pending) + one tile), never an n x N matrix.
+O(anchors + n*(k + pending + one tile)), never an n x N matrix; ``memory_budget`` splits the queries into
+several passes when that would not fit.
 """
 from __future__ import annotations
 
 import json
 import math
 import numbers
-import os
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,8 @@ _ROW_MULTIPLE = 16
 _ROW_BLOCK = 2048  # query rows per matrix product; any size >= 8 gives the same bits
 # Columns per group in the survivor filter: the max over 64 contiguous floats vectorises well.
 _GROUP = 64
-MERGE_FRAC = 0.5
+# Merge the pending survivors once a row holds this many (x k): the raised threshold then lets fewer in.
+_MERGE_AT = 0.5
 _EMPTY = torch.iinfo(torch.int64).min  # key of an empty top-k slot: below every real key
 _LOW32 = 0xFFFFFFFF
 _DEFAULT_BUDGET = 256 * 2**20  # bytes of working memory per call, beyond anchors, inputs and output
@@ -301,7 +303,7 @@ class _RunningTopK:
 
     def __init__(self, n_rows, k, pending, device):
         self.k, self.seen = k, 0
-        self.merge_at = max(1, min(pending, MERGE_FRAC * k))
+        self.merge_at = max(1, min(pending, int(_MERGE_AT * k)))
         self.keys = torch.full((n_rows, k), _EMPTY, dtype=torch.int64, device=device)
         self.pending = torch.full((n_rows, pending), _EMPTY, dtype=torch.int64, device=device)
         self.fill = torch.zeros(n_rows, dtype=torch.int64, device=device)  # pending slots used per row
