@@ -1,0 +1,336 @@
+"""What only a memory-based model can do (notebook 07): count which anchors are used, prune the unused ones,
+perturb or forget a pair, and store the anchors compressed.
+
+An ASIF model *is* its anchors: N image-caption pairs, stored as two embedding matrices. So
+
+- **editing** is adding or removing rows (``AsifModel.add_pairs`` / ``remove_pairs``, no training);
+- **usage** is readable: anchor i is used by a query when it is one of the query's k non-zeros
+  (``usage_counts``), and a pair influences a prediction only through the product of its two weights
+  (``influence``, the same number ``AsifModel.explain`` reports);
+- **pruning** keeps a subset of rows (``prune``, ``most_used``);
+- **compression** stores the rows in fewer bytes (``quantize`` / ``quantize_anchors``): fp16, int8 with one
+  scale per row, or product quantisation (Jegou et al., 2010 — the paper's suggestion for scaling up),
+  written here in numpy so that every step can be read.
+
+Design: a compressed model is an ordinary ``AsifModel`` built from the *dequantised* anchors, so the whole
+core API (classify, explain, add/remove, save) and its exactness rules apply to it unchanged; what storage
+would cost is reported beside it (``QuantizedAnchors.nbytes``). ``fp32`` is the lossless format: its model is
+an exact copy of the original, bit for bit.
+
+``anchor_embeddings`` and ``perturb_pairs`` need the model's stored (normalised) rows and a model built from
+rows that are already unit-length without normalising them again (normalising twice moves about half the
+rows by one float32 ulp). ``AsifModel`` has no public way to do either, so ``_stored_rows`` and
+``_with_rows`` are the only two places where this module reaches inside it; tests pin their behaviour.
+"""
+from __future__ import annotations
+
+import copy
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+import torch
+
+from .model import AsifModel
+
+__all__ = ["anchor_embeddings", "usage_counts", "most_used", "prune", "influence", "perturb_pairs", "quantize",
+           "Quantized", "quantize_anchors", "QuantizedAnchors", "topk_agreement", "METHODS"]
+
+METHODS = ("fp32", "fp16", "int8", "pq")
+
+
+# ----------------------------------------------------------------------------------------------------
+# the model's stored anchors
+
+
+def _stored_rows(model: AsifModel):
+    """The model's normalised float32 anchor rows, as torch tensors (private: see the module docstring)."""
+    return model._images.materialise(), model._texts.materialise()
+
+
+def _with_rows(model: AsifModel, images, texts) -> AsifModel:
+    """A copy of ``model`` (same ids, k, p, settings) whose anchors are the given unit-length float32 rows,
+    stored as they are (private: see the module docstring)."""
+    new = copy.copy(model)
+    new._replace(torch.as_tensor(images), torch.as_tensor(texts), model.ids)
+    return new
+
+
+def anchor_embeddings(model: AsifModel) -> tuple[np.ndarray, np.ndarray]:
+    """The model's anchors as it stores them: L2-normalised float32 ``(images (N, d1), texts (N, d2))``,
+    row i = pair ``model.ids[i]``. Copies, so changing them changes nothing in the model."""
+    images, texts = _stored_rows(model)
+    return images.cpu().numpy().copy(), texts.cpu().numpy().copy()
+
+
+def _check_model(model):
+    if not isinstance(model, AsifModel):
+        raise ValueError(f"model is a {type(model).__name__}: pass an asif_nb.AsifModel (e.g. asif.model).")
+
+
+# ----------------------------------------------------------------------------------------------------
+# usage and pruning
+
+
+def usage_counts(model: AsifModel, image_embeddings=None, text_embeddings=None) -> np.ndarray:
+    """How often each anchor is used: (N,) int64, entry i = the number of query rows (images and texts
+    together) whose relative representation has anchor i among its non-zeros (its top-k, after clamping).
+
+    This is the paper's "distribution of pairs chosen during inference" over a workload; an anchor with count
+    0 played no part in any of its outputs. Pass either or both modalities.
+    """
+    _check_model(model)
+    if image_embeddings is None and text_embeddings is None:
+        raise ValueError("usage_counts needs a workload: pass image_embeddings and/or text_embeddings.")
+    counts = np.zeros(model.n_pairs, dtype=np.int64)
+    if image_embeddings is not None:
+        counts += np.bincount(model.encode_image(image_embeddings).indices, minlength=model.n_pairs)
+    if text_embeddings is not None:
+        counts += np.bincount(model.encode_text(text_embeddings).indices, minlength=model.n_pairs)
+    return counts
+
+
+def most_used(model: AsifModel, counts, n: int) -> list:
+    """The ids of the ``n`` most-used pairs (ties: the earlier pair), in the model's order."""
+    _check_model(model)
+    counts = np.asarray(counts)
+    if counts.shape != (model.n_pairs,) or not np.issubdtype(counts.dtype, np.integer):
+        raise ValueError(f"counts must be {model.n_pairs} integer usage counts, one per pair "
+                         f"(got shape {counts.shape}, dtype {counts.dtype}): use usage_counts(model, ...).")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= model.n_pairs:
+        raise ValueError(f"n={n!r} must be an integer in [1, {model.n_pairs}] (how many pairs to keep).")
+    keep = np.sort(np.argsort(-counts, kind="stable")[:n])
+    return [model.ids[i] for i in keep]
+
+
+def prune(model: AsifModel, keep_ids) -> AsifModel:
+    """A new model made of only the pairs ``keep_ids`` (kept in the model's order); ``model`` is unchanged.
+
+    The result is exactly the model built from those pairs alone (``remove_pairs`` on a copy). It needs at
+    least k pairs; lower ``model.k`` first otherwise.
+    """
+    _check_model(model)
+    keep = set(keep_ids)
+    unknown = [i for i in keep if i not in set(model.ids)]
+    if unknown:
+        raise ValueError(f"keep_ids {unknown[:5]} name no pair of this model: check model.ids.")
+    if len(keep) < model.k:
+        raise ValueError(f"keeping {len(keep)} pairs is fewer than k={model.k}: keep more pairs or lower model.k.")
+    pruned = copy.deepcopy(model)
+    drop = [i for i in model.ids if i not in keep]
+    if drop:
+        pruned.remove_pairs(drop)
+    return pruned
+
+
+# ----------------------------------------------------------------------------------------------------
+# one pair's influence, and forgetting it
+
+
+def influence(model: AsifModel, pair_id, image_embeddings, prompt_embeddings, n_templates: int = 1):
+    """How much one pair contributes to each image's zero-shot prediction (the authors' "max" rule).
+
+    Returns ``(pred, contribution)``: the predictions ``model.classify`` makes, and per image the pair's
+    image weight times its text weight in the best prompt of the predicted class — the ``contribution`` that
+    ``model.explain(image, that prompt)`` lists for this pair. 0 means the pair did not take part in that
+    prediction (it is not among the non-zeros of both representations).
+    """
+    _check_model(model)
+    if pair_id not in set(model.ids):
+        raise ValueError(f"pair_id={pair_id!r} names no pair of this model: check model.ids.")
+    column = model.ids.index(pair_id)
+    pred, _ = model.classify(image_embeddings, prompt_embeddings, n_templates=n_templates)
+    images = model.encode_image(image_embeddings)
+    prompts = model.encode_text(prompt_embeddings)
+    # the best template of each image's predicted class: the prompt whose score classify took
+    scores = (images @ prompts.T).toarray()
+    candidates = pred[:, None] * n_templates + np.arange(n_templates)[None, :]
+    best_prompt = candidates[np.arange(len(pred)), np.take_along_axis(scores, candidates, 1).argmax(axis=1)]
+    image_weight = images[:, column].toarray().ravel()
+    prompt_weight = prompts[:, column].toarray().ravel()[best_prompt]
+    return pred, (image_weight * prompt_weight).astype(np.float32)
+
+
+def perturb_pairs(model: AsifModel, pair_ids, seed: int = 0) -> AsifModel:
+    """A copy of ``model`` in which the named pairs' two embeddings are replaced by random unit vectors —
+    same positions, same ids; every other anchor keeps its exact stored bits.
+
+    The unlearning check of notebook 07: outputs that change under this perturbation depend on those pairs;
+    after ``remove_pairs(pair_ids)`` on both models, no output may differ by a single bit.
+    """
+    _check_model(model)
+    if isinstance(pair_ids, (str, numbers.Integral)):
+        pair_ids = [pair_ids]
+    position = {pair_id: i for i, pair_id in enumerate(model.ids)}
+    unknown = [i for i in pair_ids if i not in position]
+    if unknown or not pair_ids:
+        raise ValueError(f"pair_ids {unknown[:5] or '[]'} name no pair of this model: pass ids from model.ids.")
+    rows = [position[i] for i in pair_ids]
+    images, texts = anchor_embeddings(model)
+    rng = np.random.default_rng(seed)
+    for matrix in (images, texts):
+        noise = rng.standard_normal((len(rows), matrix.shape[1]))
+        matrix[rows] = (noise / np.linalg.norm(noise, axis=1, keepdims=True)).astype(np.float32)
+    return _with_rows(model, images, texts)
+
+
+# ----------------------------------------------------------------------------------------------------
+# compressed anchors
+
+
+@dataclass
+class Quantized:
+    """Embeddings stored in a compact format. ``dequantize()`` gives the float32 rows they stand for;
+    ``nbytes`` is what storing them takes (codes, scales and codebooks together)."""
+
+    method: str
+    shape: tuple[int, int]
+    codes: np.ndarray  # fp32/fp16: the values; int8: int8 values; pq: uint8 centroid index per sub-vector
+    scales: np.ndarray | None = None  # int8: one float32 scale per row
+    codebooks: list | None = None  # pq: per sub-vector, (n_centroids, sub_dim) float32 centroids
+    splits: list | None = None  # pq: the dimension ranges of the sub-vectors
+
+    @property
+    def nbytes(self) -> int:
+        total = self.codes.nbytes
+        if self.scales is not None:
+            total += self.scales.nbytes
+        if self.codebooks is not None:
+            total += sum(book.nbytes for book in self.codebooks)
+        return int(total)
+
+    def dequantize(self) -> np.ndarray:
+        if self.method in ("fp32", "fp16"):
+            return self.codes.astype(np.float32)
+        if self.method == "int8":
+            return self.codes.astype(np.float32) * self.scales[:, None]
+        out = np.empty(self.shape, dtype=np.float32)
+        for j, ((start, stop), book) in enumerate(zip(self.splits, self.codebooks)):
+            out[:, start:stop] = book[self.codes[:, j]]
+        return out
+
+
+def _kmeans(x, n_centroids, n_iter, rng):
+    """Lloyd's k-means on the rows of float32 ``x``: (centroids, assignment). An emptied cluster keeps its
+    previous centroid."""
+    centroids = x[rng.choice(len(x), n_centroids, replace=False)].copy()
+    for _ in range(n_iter):
+        # squared distances up to the per-row constant |x|^2, which does not change the argmin
+        assign = ((centroids * centroids).sum(1)[None, :] - 2 * x @ centroids.T).argmin(axis=1)
+        # the sum of each cluster's rows, as one (clusters x rows) one-hot product
+        members = scipy.sparse.csr_matrix((np.ones(len(x), dtype=np.float32), (assign, np.arange(len(x)))),
+                                          shape=(n_centroids, len(x)))
+        sums = np.asarray(members @ x)
+        counts = np.bincount(assign, minlength=n_centroids)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    assign = ((centroids * centroids).sum(1)[None, :] - 2 * x @ centroids.T).argmin(axis=1)
+    return centroids, assign
+
+
+def quantize(embeddings, method: str = "int8", *, dims_per_code: int = 8, n_centroids: int = 256,
+             n_iter: int = 15, seed: int = 0) -> Quantized:
+    """Store the rows of ``embeddings`` (n, d) compactly.
+
+    - ``fp32``: as they are (4 bytes a value) — the lossless reference;
+    - ``fp16``: half precision (2 bytes a value);
+    - ``int8``: one byte a value, ``round(x / s)`` with a per-row scale ``s = max|x_row| / 127`` (+4 bytes a row);
+      the error per value is at most ``s / 2``;
+    - ``pq``: product quantisation — cut each row into sub-vectors of ``dims_per_code`` dimensions, learn
+      ``n_centroids`` (<= 256) centroids per sub-vector position by k-means over the rows, store one byte
+      (the nearest centroid) per sub-vector, plus the codebooks. Deterministic for a given ``seed``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is unknown: use one of {METHODS}.")
+    x = np.asarray(embeddings)
+    if x.ndim != 2 or x.size == 0 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"embeddings has shape {x.shape} and dtype {x.dtype}: pass a non-empty 2-D float array.")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("embeddings contains NaN or inf: fix the encoder output before quantising.")
+    if method == "fp32":
+        return Quantized(method, x.shape, x.copy())
+    if method == "fp16":
+        if np.abs(x).max() > np.finfo(np.float16).max:
+            raise ValueError("embeddings has values beyond float16's range (65504): normalise the rows first.")
+        return Quantized(method, x.shape, x.astype(np.float16))
+    if method == "int8":
+        peak = np.abs(x).max(axis=1)
+        scales = np.where(peak > 0, peak / 127, 1).astype(np.float32)
+        codes = np.clip(np.rint(x / scales[:, None]), -127, 127).astype(np.int8)
+        return Quantized(method, x.shape, codes, scales=scales)
+    for value, name in ((dims_per_code, "dims_per_code"), (n_centroids, "n_centroids"), (n_iter, "n_iter")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer.")
+    if n_centroids > 256:
+        raise ValueError(f"n_centroids={n_centroids} does not fit one byte per code: use at most 256.")
+    if n_centroids > len(x):
+        raise ValueError(f"n_centroids={n_centroids} is more than the {len(x)} rows to learn them from: "
+                         f"use n_centroids <= {len(x)}.")
+    rng = np.random.default_rng(seed)
+    edges = list(range(0, x.shape[1], dims_per_code)) + [x.shape[1]]
+    splits = list(zip(edges[:-1], edges[1:]))
+    codes = np.empty((len(x), len(splits)), dtype=np.uint8)
+    codebooks = []
+    for j, (start, stop) in enumerate(splits):
+        book, codes[:, j] = _kmeans(np.ascontiguousarray(x[:, start:stop]), n_centroids, n_iter, rng)
+        codebooks.append(book)
+    return Quantized(method, x.shape, codes, codebooks=codebooks, splits=splits)
+
+
+@dataclass
+class QuantizedAnchors:
+    """A model's anchors stored in one format, and the ``AsifModel`` they give back.
+
+    ``model`` is an ordinary AsifModel over the dequantised anchors (same ids, k, p, settings), so every core
+    function and exactness rule applies to it; ``images`` / ``texts`` hold the stored codes.
+    """
+
+    method: str
+    model: AsifModel
+    images: Quantized
+    texts: Quantized
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the stored anchors take (both modalities; codebooks and scales included)."""
+        return self.images.nbytes + self.texts.nbytes
+
+    @property
+    def bytes_per_pair(self) -> float:
+        return self.nbytes / self.model.n_pairs
+
+
+def quantize_anchors(model: AsifModel, method: str = "int8", **options) -> QuantizedAnchors:
+    """Store the model's (normalised) anchors in ``method`` (see ``quantize``; ``options`` go to it) and build
+    the model those stored anchors give. ``fp32`` returns an exact copy of ``model``; for the lossy formats the
+    dequantised rows are normalised again by ``AsifModel``, as any embeddings are. ``model`` is unchanged.
+    """
+    _check_model(model)
+    images, texts = anchor_embeddings(model)
+    stored_images, stored_texts = quantize(images, method, **options), quantize(texts, method, **options)
+    if method == "fp32":
+        rebuilt = _with_rows(model, stored_images.dequantize(), stored_texts.dequantize())
+    else:
+        rebuilt = AsifModel(stored_images.dequantize(), stored_texts.dequantize(), k=model.k, p=model.p,
+                            ids=list(model.ids), clamp_negative=model.clamp_negative, chunk_size=model.chunk_size,
+                            device=model.device, memory_budget=model.memory_budget)
+    return QuantizedAnchors(method, rebuilt, stored_images, stored_texts)
+
+
+def topk_agreement(reference, other) -> float:
+    """How well ``other``'s relative representations keep ``reference``'s non-zeros: the fraction of each
+    reference row's non-zero anchors that are also non-zero in the same row of ``other``, averaged over the
+    rows with any non-zero. Both are (n, N) sparse matrices over the same anchors (e.g. ``encode_image`` of
+    the same queries by an fp32 model and a compressed one). 1.0 = the same top-k sets."""
+    reference, other = scipy.sparse.csr_matrix(reference), scipy.sparse.csr_matrix(other)
+    if reference.shape != other.shape:
+        raise ValueError(f"reference has shape {reference.shape} but other has {other.shape}: compare the "
+                         "representations of the same queries over the same anchors.")
+    kept = reference.astype(bool).multiply(other.astype(bool))
+    sizes = reference.getnnz(axis=1)
+    rows = sizes > 0
+    if not rows.any():
+        raise ValueError("reference has no non-zero entries: there is no top-k to agree with.")
+    return float(np.mean(kept.getnnz(axis=1)[rows] / sizes[rows]))
