@@ -216,6 +216,12 @@ def test_product_quantisation():
     error = [np.abs(memory.quantize(x, "pq", n_centroids=c).dequantize() - x).mean() for c in (4, 64)]
     assert error[1] < error[0]
     np.testing.assert_allclose(memory.quantize(x[:50], "pq", n_centroids=50).dequantize(), x[:50], atol=1e-6)
+    # centroids learnt on a sample of rows; every row is still coded by its nearest centroid
+    sampled = memory.quantize(x, "pq", dims_per_code=8, n_centroids=16, train_rows=40)
+    for j, ((start, stop), book) in enumerate(zip(sampled.splits, sampled.codebooks)):
+        distances = ((x[:, None, start:stop] - book[None]) ** 2).sum(-1)
+        assert np.array_equal(sampled.codes[:, j], distances.argmin(1))
+    assert not np.array_equal(sampled.codebooks[0], pq.codebooks[0])
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -227,6 +233,7 @@ def test_product_quantisation():
     ({"method": "pq", "n_centroids": 300}, "256"),
     ({"method": "pq", "n_centroids": 11}, "rows"),
     ({"method": "pq", "dims_per_code": 0}, "dims_per_code"),
+    ({"method": "pq", "n_centroids": 4, "train_rows": 3}, "3 rows"),
 ])
 def test_quantize_refuses_bad_input(kwargs, match):
     arguments = {"embeddings": np.ones((10, 4), dtype=np.float32), "method": "int8"} | kwargs
