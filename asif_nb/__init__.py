@@ -41,6 +41,11 @@ _EXPORTS = {
     "fetch": "download",
     "fetch_file": "download",
     "load_manifest": "download",
+    # memory editing, pruning, compression (notebook 07)
+    "usage_counts": "memory",
+    "prune": "memory",
+    "quantize_anchors": "memory",
+    "topk_agreement": "memory",
     # evaluation
     "accuracy_topk": "metrics",
     "mean_per_class_recall": "metrics",

@@ -20,6 +20,7 @@ EXPECTED = [
     "04_interpretability",
     "05_webcam_classifier",
     "06_figure4_sweeps",
+    "07_memory_editing",
 ]
 
 
