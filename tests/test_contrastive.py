@@ -188,6 +188,15 @@ def test_lit_keeps_the_image_tower_locked():
     assert count_parameters(model.image_head) == 0
 
 
+def test_steps_replace_epochs_and_cycle_through_the_data():
+    result = train_contrastive(linear_heads(5, 4), torch.randn(10, 5), torch.randn(10, 4), epochs=99, steps=7,
+                               batch_size=4)
+    # 2 batches of 4 per pass (the partial batch is dropped): 7 steps = 3 full passes + 1 step
+    assert result.steps == 7 and result.examples_seen == 28 and len(result.losses) == 4
+    with pytest.raises(ValueError, match="steps=0"):
+        train_contrastive(linear_heads(5, 4), torch.randn(10, 5), torch.randn(10, 4), steps=0)
+
+
 def test_training_is_seeded_and_checks_its_input():
     images, texts = torch.randn(10, 5), torch.randn(10, 4)
     runs = []
