@@ -46,6 +46,13 @@ _EXPORTS = {
     "prune": "memory",
     "quantize_anchors": "memory",
     "topk_agreement": "memory",
+    # the trained baselines (notebook 08)
+    "clip_loss": "contrastive",
+    "train_contrastive": "contrastive",
+    "CLIP": "contrastive",
+    "CLIPConfig": "contrastive",
+    "lit_heads": "contrastive",
+    "linear_heads": "contrastive",
     # evaluation
     "accuracy_topk": "metrics",
     "mean_per_class_recall": "metrics",

@@ -21,6 +21,7 @@ EXPECTED = [
     "05_webcam_classifier",
     "06_figure4_sweeps",
     "07_memory_editing",
+    "08_clip_lit_asif",
 ]
 
 
