@@ -59,6 +59,10 @@ _LOW32 = 0xFFFFFFFF
 _DEFAULT_BUDGET = 256 * 2**20  # bytes of working memory per call, beyond anchors, inputs and output
 _DEFAULT_CHUNK_BYTES = 64 * 2**20  # anchors converted / moved to the device per step
 _DOT_BLOCK_BYTES = 64 * 2**20  # dense block of text representations in _dot
+_MATCH_BLOCK = 2**21  # (image, text, anchor) matches listed at a time in sweep's sparse product (~80 MiB)
+# sweep lists the matches itself while there are at most this many per kept image value; beyond, scipy's
+# product is faster (measured on the 2-core reference machine: listing 3x faster at 0.8, even at about 5)
+_LISTED_MATCHES = 4
 _FORMAT = "asif_nb.AsifModel"
 _FORMAT_VERSION = 1
 
@@ -456,16 +460,26 @@ def _by_index(values, index):
     return (packed & np.uint64(_LOW32)).astype(np.uint32).view(np.float32), (packed >> np.uint64(32)).astype(np.int64)
 
 
-def _to_csr(values, index, p, clamp_negative, n_anchors):
-    """The representation as scipy CSR (n, n_anchors) float32: kept similarities (clamped), raised to p,
-    L2-normalised; zeros are not stored. ``values``/``index`` come from ``_by_index``."""
+def _weights(values, p, clamp_negative):
+    """The (n, k) float32 weights of kept similarities ``values``: clamped, raised to p, L2-normalised per row.
+    Row order matters for the bits (the norm is a float sum): pass values sorted by anchor (``_by_index``)."""
     if clamp_negative:
         values = np.maximum(values, np.float32(0))
     # dividing by the row's largest magnitude first keeps v**p from underflowing; the L2 norm removes it
     peak = np.abs(values).max(axis=1, keepdims=True)
     weights = (values / np.where(peak > 0, peak, np.float32(1))) ** np.float32(p)
     norm = np.sqrt((weights * weights).sum(axis=1, keepdims=True))
-    weights = weights / np.where(norm > 0, norm, np.float32(1))
+    return weights / np.where(norm > 0, norm, np.float32(1))
+
+
+def _to_csr(values, index, p, clamp_negative, n_anchors):
+    """The representation as scipy CSR (n, n_anchors) float32: kept similarities (clamped), raised to p,
+    L2-normalised; zeros are not stored. ``values``/``index`` come from ``_by_index``."""
+    return _weights_to_csr(_weights(values, p, clamp_negative), index, n_anchors)
+
+
+def _weights_to_csr(weights, index, n_anchors):
+    """``_to_csr`` of weights already computed by ``_weights``."""
     index = index.astype(np.int32 if n_anchors < 2**31 else np.int64)
     stored = weights != 0
     if stored.all():
@@ -519,17 +533,30 @@ def _dot(a, b):
     anchor); with few anchors the rows share most of them and a dense product (torch, all cores) is much
     cheaper. The rough costs below (seconds on the 2-core reference machine) pick the faster one.
     """
-    n_anchors = a.shape[1]
-    shared = a.nnz * b.nnz / n_anchors
-    sparse_cost = 2e-8 * a.nnz + 5e-9 * shared
-    dense_cost = 2 * a.shape[0] * n_anchors * b.shape[0] / 1e11 + 4 * (a.shape[0] + b.shape[0]) * n_anchors / 2e9
-    if dense_cost >= sparse_cost or 4 * b.shape[0] * n_anchors > _DOT_BLOCK_BYTES:
+    if not _dense_is_cheaper(a.shape[0], a.nnz, b.shape[0], b.nnz, a.shape[1]):
         return np.asarray((a @ b.T).toarray(), dtype=np.float32)
+    return _dense_dot(lambda i, j: a[i:j].toarray(), a.shape[0], b)
+
+
+def _dense_is_cheaper(a_rows, a_nnz, b_rows, b_nnz, n_anchors):
+    """``_dot``'s choice: True for the dense product. The rough costs are seconds on the 2-core reference
+    machine; the dense text block must also fit in ``_DOT_BLOCK_BYTES``."""
+    shared = a_nnz * b_nnz / n_anchors
+    sparse_cost = 2e-8 * a_nnz + 5e-9 * shared
+    dense_cost = 2 * a_rows * n_anchors * b_rows / 1e11 + 4 * (a_rows + b_rows) * n_anchors / 2e9
+    return dense_cost < sparse_cost and 4 * b_rows * n_anchors <= _DOT_BLOCK_BYTES
+
+
+def _dense_dot(a_rows, n_rows, b):
+    """Dense float32 ``a @ b.T`` where ``a_rows(i, j)`` gives rows i..j-1 of ``a`` as a dense float32 array
+    and ``b`` is CSR. The row blocks fix the product shapes, hence the bits: keep them identical for every
+    caller (``_dot`` and ``sweep`` must agree)."""
+    n_anchors = b.shape[1]
     b_dense = torch.from_numpy(b.toarray())
-    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float32)
+    out = np.empty((n_rows, b.shape[0]), dtype=np.float32)
     rows = max(1, _DOT_BLOCK_BYTES // (4 * n_anchors))
-    for i in range(0, a.shape[0], rows):
-        out[i:i + rows] = (torch.from_numpy(a[i:i + rows].toarray()) @ b_dense.T).numpy()
+    for i in range(0, n_rows, rows):
+        out[i:i + rows] = (torch.from_numpy(a_rows(i, min(i + rows, n_rows))) @ b_dense.T).numpy()
     return out
 
 
@@ -905,7 +932,8 @@ def sweep(image_embeddings, labels, prompt_embeddings, anchor_images, anchor_tex
     Cost model: each modality's anchors are streamed once, keeping a running top-k_max per query (images and
     prompts), which is snapshotted at each prefix size; that pass costs about one evaluation at the largest
     size with k = k_max. Then each (prefix, k, p) point is cheap: take the best k of the snapshot, raise to p,
-    normalise, and one sparse (n_images x prefix) @ (prefix x n_prompts) product.
+    normalise, and one (n_images x prefix) @ (prefix x n_prompts) product, dense or sparse as ``_dot`` would
+    choose, with the same bits; the p values of one (prefix, k) share its index work (``_sweep_scores``).
     ``n_pairs`` defaults to 8 sizes spaced geometrically from the smallest k to N.
     """
     device = resolve_device(device)
@@ -941,15 +969,120 @@ def sweep(image_embeddings, labels, prompt_embeddings, anchor_images, anchor_tex
         image_best = _decode_numpy(np.sort(image_keys.cpu().numpy(), axis=1)[:, ::-1])
         prompt_best = _decode_numpy(np.sort(prompt_keys.cpu().numpy(), axis=1)[:, ::-1])
         for k_value in ks:
-            applicable = k_value <= size
-            if applicable:
-                image_rows = _by_index(image_best[0][:, :k_value], image_best[1][:, :k_value])
-                prompt_rows = _by_index(prompt_best[0][:, :k_value], prompt_best[1][:, :k_value])
-            for p_value in ps:
-                row = {"n_pairs": size, "k": k_value, "p": p_value, "accuracy": None, "applicable": applicable}
-                if applicable:
-                    scores = _class_scores(_to_csr(*image_rows, p_value, clamp_negative, size),
-                                           _to_csr(*prompt_rows, p_value, clamp_negative, size), n_templates, reduce)
-                    row["accuracy"] = float(np.mean(scores.argmax(axis=1) == labels))
-                rows.append(row)
+            if k_value > size:
+                rows += [{"n_pairs": size, "k": k_value, "p": p_value, "accuracy": None, "applicable": False}
+                         for p_value in ps]
+                continue
+            image_rows = _by_index(image_best[0][:, :k_value], image_best[1][:, :k_value])
+            prompt_rows = _by_index(prompt_best[0][:, :k_value], prompt_best[1][:, :k_value])
+            all_scores = _sweep_scores(image_rows, prompt_rows, ps, clamp_negative, size, n_templates, reduce)
+            rows += [{"n_pairs": size, "k": k_value, "p": p_value, "applicable": True,
+                      "accuracy": float(np.mean(scores.argmax(axis=1) == labels))}
+                     for p_value, scores in zip(ps, all_scores)]
     return rows
+
+
+def _sweep_scores(image_rows, prompt_rows, ps, clamp_negative, n_anchors, n_templates, reduce):
+    """``_class_scores`` of one (prefix, k) point of ``sweep`` for every p in ``ps``, with the same bits.
+
+    Per p, the product takes the path ``_dot`` would take for these matrices (dense or sparse), and each path
+    adds the same float32 products in the same order, so every score equals the single model's. What depends
+    only on (prefix, k), the anchor index of every kept value, is shared by all p: the dense path scatters
+    into the same positions; the sparse path, where few texts share each kept anchor, lists once which
+    (image, text, anchor) triples meet and then costs only a gather, a multiply and a scatter-add per p
+    (``_shared_anchor_dots``); this skips what scipy redoes per product (the transpose, a counting pass, a
+    sparse result). Where many texts share each anchor, scipy's loop is faster than numpy's scatter-add.
+    """
+    image_values, image_index = image_rows
+    n_images = image_index.shape[0]
+    image_weights = [_weights(image_values, p, clamp_negative) for p in ps]
+    texts = [_to_csr(*prompt_rows, p, clamp_negative, n_anchors) for p in ps]
+    if reduce == "mean":
+        texts = [_class_means(t, t.shape[0] // n_templates, n_templates) for t in texts]
+    dense = [_dense_is_cheaper(n_images, np.count_nonzero(w), t.shape[0], t.nnz, n_anchors)
+             for w, t in zip(image_weights, texts)]
+
+    flat = image_index + (np.arange(n_images, dtype=np.int64) * n_anchors)[:, None]  # positions in a dense a
+
+    def dense_rows(weights):
+        def block(i, j):
+            # rows i..j-1 as a.toarray() would give them; + 0 turns a -0.0 weight (not stored in CSR) into 0.0
+            out = np.zeros((j - i, n_anchors), dtype=np.float32)
+            out.reshape(-1)[(flat[i:j] - i * n_anchors).ravel()] = (weights[i:j] + np.float32(0)).ravel()
+            return out
+        return block
+
+    out = [_dense_dot(dense_rows(w), n_images, t) if d else None for w, t, d in zip(image_weights, texts, dense)]
+    sparse = [i for i, d in enumerate(dense) if not d]
+    if sparse:
+        columns = _TextColumns([texts[i] for i in sparse])
+        if columns.per_anchor[image_index].sum() <= _LISTED_MATCHES * image_index.size:
+            products = _shared_anchor_dots(image_index, [image_weights[i] for i in sparse], columns)
+        else:
+            products = [_dot(_weights_to_csr(image_weights[i], image_index, n_anchors), texts[i]) for i in sparse]
+        for i, product in zip(sparse, products):
+            out[i] = product
+    if reduce == "max":
+        return [o.reshape(n_images, -1, n_templates).max(axis=2) for o in out]
+    return out
+
+
+class _TextColumns:
+    """Several CSR text matrices of one shape, by anchor (CSC), on one structure: the union of their stored
+    (text row, anchor) entries (they differ only where a weight underflowed to 0 for some p), each matrix's
+    values scattered into it (0 elsewhere). The texts at anchor j are entries start[j]..start[j] +
+    per_anchor[j] - 1, in increasing text row."""
+
+    def __init__(self, texts):
+        self.n_rows, self.n_anchors = texts[0].shape
+        keys = [np.repeat(np.arange(self.n_rows, dtype=np.int64) * self.n_anchors, np.diff(t.indptr)) + t.indices
+                for t in texts]  # (text row, anchor) as one sortable key
+        union = np.sort(np.concatenate(keys))
+        union = union[np.concatenate([[True], union[1:] != union[:-1]])]
+        by_anchor = np.argsort(union % self.n_anchors, kind="stable")
+        union = union[by_anchor]
+        self.row = union // self.n_anchors
+        self.per_anchor = np.bincount(union % self.n_anchors, minlength=self.n_anchors)
+        self.start = np.cumsum(self.per_anchor) - self.per_anchor
+        position = np.empty_like(by_anchor)
+        position[by_anchor] = np.arange(by_anchor.size)  # row-major union position -> CSC position
+        self.values = []
+        row_major = np.sort(union)
+        for t, t_keys in zip(texts, keys):
+            values = np.zeros(union.size, dtype=np.float32)
+            values[position[np.searchsorted(row_major, t_keys)]] = t.data
+            self.values.append(values)
+
+
+def _shared_anchor_dots(index, weights, columns):
+    """Dense float32 ``a @ t.T`` for each pair (``weights[i]``, ``columns.values[i]``), where every ``a`` has
+    the anchor indices ``index`` (n, k), sorted per row, and values ``weights[i]`` (n, k), zeros allowed;
+    the same bits as scipy's CSR product in ``_dot``.
+
+    scipy adds, for each output cell, the float32 products a[r, j] * t[c, j] over the shared anchors j in
+    increasing order. Here the (image entry, text entry) matches are listed once for all pairs, in that order
+    (rows, then anchors ascending, as ``index`` is), and each pair only costs a gather, a multiply and
+    ``np.add.at``, which adds in the order given. A zero weight adds 0.0 and changes no sum. Rows go in
+    blocks of at most ``_MATCH_BLOCK`` matches, to bound the memory.
+    """
+    n, k = index.shape
+    matches = columns.per_anchor[index]  # (n, k): texts sharing each kept anchor
+    per_row = matches.sum(axis=1)
+    out = [np.zeros((n, columns.n_rows), dtype=np.float32) for _ in weights]
+    r0 = 0
+    while r0 < n:
+        # the most rows (at least one) whose matches fit in one block
+        r1 = r0 + max(1, int(np.searchsorted(np.cumsum(per_row[r0:]), _MATCH_BLOCK, side="right")))
+        m = matches[r0:r1].ravel()
+        total = int(m.sum())
+        if total:
+            entry = np.repeat(np.arange(r0 * k, r1 * k), m)  # the image entry (flat n x k) of each match
+            # match number t of entry e is text entry start[anchor of e] + t - (matches before e)
+            first = np.cumsum(m) - m
+            text_entry = (columns.start[index[r0:r1].ravel()] - first)[entry - r0 * k] + np.arange(total)
+            cell = (entry // k - r0) * columns.n_rows + columns.row[text_entry]
+            for w, t_values, o in zip(weights, columns.values, out):
+                products = w.reshape(-1)[entry] * t_values[text_entry]
+                np.add.at(o.reshape(-1)[r0 * columns.n_rows:r1 * columns.n_rows], cell, products)
+        r0 = r1
+    return out
