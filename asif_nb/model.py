@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 import numbers
 from pathlib import Path
 
@@ -963,22 +964,35 @@ def sweep(image_embeddings, labels, prompt_embeddings, anchor_images, anchor_tex
     k_run = min(ks[-1], n_total)
     passes = [_running_topk(q, a, k_run, sizes, chunk_size, _plan(q.shape[0], k_run, None)[0], device)
               for q, a in ((images, images_a), (prompts, texts_a))]
+    # Scoring a prefix needs only its snapshot, so it runs in worker threads while the main thread streams on
+    # through the anchors (numpy, scipy and torch release the GIL in their loops): on 2 cores the mostly
+    # single-threaded scoring overlaps the pass instead of following it. Every score is computed exactly as
+    # without threads, and the rows come back in order.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(_sweep_prefix, size, image_keys.clone(), prompt_keys.clone(), ks, ps, labels,
+                               clamp_negative, n_templates, reduce)
+                   for (size, image_keys), (_, prompt_keys) in zip(*passes)]
+        return [row for future in futures for row in future.result()]
+
+
+def _sweep_prefix(size, image_keys, prompt_keys, ks, ps, labels, clamp_negative, n_templates, reduce):
+    """The sweep rows of one anchor-prefix size, from its running top-k_max snapshots (cloned: the running
+    state goes on changing in place)."""
+    # best first (numpy sorts int64 much faster than torch on the CPU); empty slots sort last
+    image_best = _decode_numpy(np.sort(image_keys.cpu().numpy(), axis=1)[:, ::-1])
+    prompt_best = _decode_numpy(np.sort(prompt_keys.cpu().numpy(), axis=1)[:, ::-1])
     rows = []
-    for (size, image_keys), (_, prompt_keys) in zip(*passes):
-        # best first (numpy sorts int64 much faster than torch on the CPU); empty slots sort last
-        image_best = _decode_numpy(np.sort(image_keys.cpu().numpy(), axis=1)[:, ::-1])
-        prompt_best = _decode_numpy(np.sort(prompt_keys.cpu().numpy(), axis=1)[:, ::-1])
-        for k_value in ks:
-            if k_value > size:
-                rows += [{"n_pairs": size, "k": k_value, "p": p_value, "accuracy": None, "applicable": False}
-                         for p_value in ps]
-                continue
-            image_rows = _by_index(image_best[0][:, :k_value], image_best[1][:, :k_value])
-            prompt_rows = _by_index(prompt_best[0][:, :k_value], prompt_best[1][:, :k_value])
-            all_scores = _sweep_scores(image_rows, prompt_rows, ps, clamp_negative, size, n_templates, reduce)
-            rows += [{"n_pairs": size, "k": k_value, "p": p_value, "applicable": True,
-                      "accuracy": float(np.mean(scores.argmax(axis=1) == labels))}
-                     for p_value, scores in zip(ps, all_scores)]
+    for k_value in ks:
+        if k_value > size:
+            rows += [{"n_pairs": size, "k": k_value, "p": p_value, "accuracy": None, "applicable": False}
+                     for p_value in ps]
+            continue
+        image_rows = _by_index(image_best[0][:, :k_value], image_best[1][:, :k_value])
+        prompt_rows = _by_index(prompt_best[0][:, :k_value], prompt_best[1][:, :k_value])
+        all_scores = _sweep_scores(image_rows, prompt_rows, ps, clamp_negative, size, n_templates, reduce)
+        rows += [{"n_pairs": size, "k": k_value, "p": p_value, "applicable": True,
+                  "accuracy": float(np.mean(scores.argmax(axis=1) == labels))}
+                 for p_value, scores in zip(ps, all_scores)]
     return rows
 
 
