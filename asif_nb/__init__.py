@@ -29,7 +29,7 @@ _EXPORTS = {
     "load_image_encoder": "encoders",
     "load_text_encoder": "encoders",
     "list_encoders": "encoders",
-    "to_rgb": "encoders",
+    "to_rgb": "images",
     "embed_cached": "cache",
     "cache_info": "cache",
     "EncoderUnavailableError": "encoders",

@@ -311,17 +311,11 @@ def image_pixels(images, size: int = 32) -> torch.Tensor:
     """Images (paths or PIL) as a float tensor (n, 3, size, size) in [-1, 1], transparency composited on white."""
     from PIL import Image
 
-    from .data import to_rgb_on_white
+    from .encoders import load_image
 
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
     for i, item in enumerate(images):
-        image = Image.open(item) if not isinstance(item, Image.Image) else item
-        try:
-            rgb = to_rgb_on_white(image)
-        finally:
-            if image is not item:
-                image.close()
-        out[i] = np.asarray(rgb.resize((size, size), Image.BILINEAR))
+        out[i] = np.asarray(load_image(item).resize((size, size), Image.BILINEAR))
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 

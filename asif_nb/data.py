@@ -64,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_write
+from .images import to_rgb
 from .settings import cache_dir
 
 # Bump when the demo collection's content rules change: an older cached build is then rebuilt.
@@ -126,7 +127,7 @@ class Pair:
         from PIL import Image
 
         with Image.open(self.image) as image:
-            return to_rgb_on_white(image)
+            return to_rgb(image)
 
 
 class Collection(Sequence):
@@ -211,19 +212,6 @@ def list_evals() -> dict[str, str]:
 
 # ============================================================================================ images
 
-def to_rgb_on_white(image):
-    """An RGB copy of a PIL image; transparency (RGBA, LA, palette with transparency) is composited on white."""
-    from PIL import Image
-
-    if image.mode == "P" or image.mode == "PA":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "La", "RGBa"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, image).convert("RGB")
-    return image.convert("RGB")
-
-
 def _normalise_image(image, crop: bool):
     """Crop a transparent image to its drawn pixels (clipart often sits on an A4 page), cap the size, whiten."""
     from PIL import Image
@@ -241,7 +229,7 @@ def _normalise_image(image, crop: bool):
         scale = IMAGE_SIZE / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.convert("RGBA").resize(size, Image.LANCZOS)
-    return to_rgb_on_white(image)
+    return to_rgb(image)
 
 
 def render_svg(path: str | os.PathLike):
