@@ -51,13 +51,25 @@ def embed_anchors(collection, image_encoder, text_encoder, progress: bool = True
 
 @dataclass
 class EvalEmbeddings:
-    """An evaluation set with its images, class prompts and (for retrieval) captions embedded."""
+    """An evaluation set in embedding space: what ``evaluate`` needs, and nothing that needs the raw images.
 
-    evalset: object
+    ``images`` (n, d1) row i ↔ ``labels[i]`` (int64 index into ``class_names``); ``prompts`` are class-major
+    (class c, template t at row ``c * n_templates + t``); ``captions`` (retrieval sets) row i is the caption of
+    image i. ``evalset`` is the ``EvalSet`` the embeddings were computed from (``None`` for precomputed
+    embeddings, e.g. ``load_precomputed``). ``image_encoder`` / ``text_encoder`` name the encoders that made them.
+    """
+
+    name: str
     images: np.ndarray
-    prompts: np.ndarray | None  # class-major, len(class_names) * len(templates) rows
+    prompts: np.ndarray | None  # class-major, len(class_names) * n_templates rows
     captions: np.ndarray | None
+    labels: np.ndarray
+    class_names: list
+    templates: list
     n_templates: int
+    evalset: object = None
+    image_encoder: str | None = None
+    text_encoder: str | None = None
 
 
 def embed_eval(evalset, image_encoder, text_encoder, progress: bool = True) -> EvalEmbeddings:
@@ -71,7 +83,9 @@ def embed_eval(evalset, image_encoder, text_encoder, progress: bool = True) -> E
                                key=f"{base}-prompts", progress=progress)
     if getattr(evalset, "captions", None):
         captions = embed_cached(text_encoder, list(evalset.captions), key=f"{base}-captions", progress=progress)
-    return EvalEmbeddings(evalset, images, prompts, captions, max(len(templates), 1))
+    return EvalEmbeddings(evalset.name, images, prompts, captions, np.asarray(evalset.labels, dtype=np.int64),
+                          list(evalset.class_names), templates, max(len(templates), 1), evalset,
+                          image_encoder.name, text_encoder.name)
 
 
 def evaluate(model: AsifModel, embedded: EvalEmbeddings, reduce: str = "max") -> dict:
@@ -81,15 +95,14 @@ def evaluate(model: AsifModel, embedded: EvalEmbeddings, reduce: str = "max") ->
 
     Ties are counted against us (``ties="worst"``): sparse ASIF scores often tie at exactly 0 (no shared
     anchor), and a stable argsort would then credit the lowest class index with a correct answer by luck."""
-    evalset = embedded.evalset
-    result = {"eval": evalset.name, "n_images": int(len(embedded.images))}
+    result = {"eval": embedded.name, "n_images": int(len(embedded.images))}
     if embedded.prompts is not None:
-        labels = np.asarray(evalset.labels)
+        labels = np.asarray(embedded.labels)
         pred, scores = model.classify(embedded.images, embedded.prompts, n_templates=embedded.n_templates, reduce=reduce)
         result.update(accuracy_topk(scores, labels, k=(1, 5), ties="worst"))
         result["mean_per_class_recall"] = float(mean_per_class_recall(scores, labels, ties="worst"))
-        result["n_classes"] = len(evalset.class_names)
-        result["chance"] = 1.0 / len(evalset.class_names)
+        result["n_classes"] = len(embedded.class_names)
+        result["chance"] = 1.0 / len(embedded.class_names)
         result["predictions"] = pred
     if embedded.captions is not None:
         similarity = model.similarity(embedded.images, embedded.captions)
