@@ -32,7 +32,9 @@ Collections — ``load_collection(name, n_pairs=None)`` returns an ordered ``Col
 - ``folder:<path>``: bring your own pairs — images plus ``captions.csv`` / ``captions.jsonl`` (keys ``image``,
   ``caption``, optional ``id``) or a ``.txt`` beside each image. Order: the captions file's order, or sorted
   file names for ``.txt`` pairs.
-- ``cc3m`` / ``cc12m``: the first ``n_pairs`` pairs streamed from public webdataset tar shards (paper profile).
+- ``cc3m`` / ``cc12m`` (paper profile) are never stored as files: they are streamed straight into an anchor bundle
+  (``python -m asif_nb.embed cc12m ...``, ``asif_nb.stream``, ``asif_nb.bundle``); ``load_bundle(...).collection``
+  then holds their keys and captions.
 
 Evaluation sets — ``load_eval(name, ...)`` returns an ``EvalSet``: ``tuxpaint-heldout``, ``fashion-mnist``,
 ``imagenet-samples`` (offline) and ``imagenet``, ``imagenet-v2``, ``cifar100``, ``pets`` (paper profile).
@@ -55,7 +57,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -94,8 +95,8 @@ _SOURCE_INFO = {
 COLLECTIONS = {
     "demo": "about 5,000 offline pairs: Tux Paint stamps (photos), OpenClipart drawings, Noto emoji",
     "folder:<path>": "your own pairs: a folder of images with captions.csv / captions.jsonl or a .txt per image",
-    "cc3m": "paper profile: the first N pairs of Conceptual Captions 3M, streamed from webdataset shards (online)",
-    "cc12m": "paper profile: the first N pairs of Conceptual 12M (the paper used 1.6M), streamed (online)",
+    "cc3m": "paper profile: Conceptual Captions 3M, streamed into an anchor bundle (python -m asif_nb.embed cc3m)",
+    "cc12m": "paper profile: Conceptual 12M (the paper used the first 1.6M pairs), streamed into an anchor bundle",
 }
 
 EVALS = {
@@ -782,92 +783,23 @@ def load_folder(path: str | os.PathLike) -> Collection:
                                                    "licence": "user-provided"}])
 
 
-# ============================================================================================ cc3m / cc12m
-
-WEBDATASET_URLS = {
-    "cc3m": "https://huggingface.co/datasets/pixparse/cc3m-wds/resolve/main/cc3m-train-{shard:04d}.tar",
-    "cc12m": "https://huggingface.co/datasets/pixparse/cc12m-wds/resolve/main/cc12m-train-{shard:04d}.tar",
-}
-WEBDATASET_SHARDS = {"cc3m": 576, "cc12m": 2176}
-_WDS_IMAGE = (".jpg", ".jpeg", ".png", ".webp")
-
-
-def _stream_shard(url: str, folder: Path) -> list[dict]:
-    """Read one webdataset tar (``<key>.jpg`` + ``<key>.txt`` members) in order, writing images as they come."""
-    pending: dict[str, dict] = {}
-    pairs = []
-    with urllib.request.urlopen(url, timeout=60) as response, tarfile.open(fileobj=response, mode="r|*") as archive:
-        for member in archive:
-            if not member.isfile():
-                continue
-            key, _, suffix = member.name.rpartition(".")
-            suffix = "." + suffix.lower()
-            if suffix not in _WDS_IMAGE and suffix != ".txt":
-                continue
-            data = archive.extractfile(member).read()
-            entry = pending.setdefault(key, {})
-            if suffix == ".txt":
-                entry["caption"] = data.decode("utf-8", "replace").strip()
-            else:
-                name = re.sub(r"[^A-Za-z0-9._-]", "_", key) + suffix
-                with atomic_write(folder / "images" / name) as handle:
-                    handle.write(data)
-                entry["image"] = "images/" + name
-            if "caption" in entry and "image" in entry:
-                pairs.append({"id": key, **pending.pop(key)})
-    return [p for p in pairs if p["caption"]]
-
-
-def load_webdataset(name: str, n_pairs: int, url_template: str | None = None, n_shards: int | None = None,
-                    licence: str = "see the dataset's terms") -> Collection:
-    """The first ``n_pairs`` pairs of a webdataset (shard order, then member order), cached under
-    ``cache_dir()/collections/<name>/``. Resumable: each finished shard is recorded in ``shards/NNNNN.jsonl``
-    and never read again; an interrupted shard is read again from its start."""
-    if not isinstance(n_pairs, int) or n_pairs <= 0:
-        raise ValueError(f"n_pairs={n_pairs!r}: {name} is streamed, so say how many pairs (e.g. n_pairs=100_000).")
-    url_template = url_template or WEBDATASET_URLS[name]
-    n_shards = n_shards or WEBDATASET_SHARDS.get(name, 10**6)
-    folder = cache_dir() / "collections" / name
-    pairs: list[Pair] = []
-    shard = 0
-    while len(pairs) < n_pairs and shard < n_shards:
-        record = folder / "shards" / f"{shard:05d}.jsonl"
-        if record.exists():
-            rows = [json.loads(line) for line in record.read_text(encoding="utf-8").splitlines() if line]
-        else:
-            url = url_template.format(shard=shard)
-            try:
-                rows = _stream_shard(url, folder)
-            except (OSError, tarfile.TarError) as err:
-                raise RuntimeError(f"could not stream shard {shard} of {name} from {url} ({err}); "
-                                   f"{len(pairs)} pairs are cached. Check the connection and call again.") from err
-            with atomic_write(record, "w") as handle:
-                handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        pairs += [Pair(row["id"], row["caption"], folder / row["image"], name, licence) for row in rows]
-        shard += 1
-    if len(pairs) < n_pairs:
-        raise ValueError(f"n_pairs={n_pairs} but {name} holds only {len(pairs)} pairs in {n_shards} shards.")
-    return Collection(name, pairs[:n_pairs], [{"source": name, "url": url_template, "count": n_pairs,
-                                               "licence": licence}])
-
-
 # ============================================================================================ load_collection
 
-def load_collection(name: str = "demo", n_pairs: int | None = None, **options) -> Collection:
+def load_collection(name: str = "demo", n_pairs: int | None = None) -> Collection:
     """The collection ``name`` (see ``list_collections()``), cut to its first ``n_pairs`` pairs.
 
     ``demo`` returns the anchors only (held-out Tux Paint pairs are never in it), building the collection on
-    first use. ``cc3m`` / ``cc12m`` need ``n_pairs`` and accept ``url_template=`` (with ``{shard}``) and
-    ``n_shards=``.
+    first use. ``cc3m`` / ``cc12m`` are streamed into anchor bundles instead (see the module docstring).
     """
     if n_pairs is not None and (isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs <= 0):
         raise ValueError(f"n_pairs={n_pairs!r}: pass a positive int, or None for the whole collection.")
     if not isinstance(name, str):
         raise ValueError(f"name={name!r}: pass a collection name, one of {list(COLLECTIONS)}.")
     if name in ("cc3m", "cc12m"):
-        return load_webdataset(name, int(n_pairs) if n_pairs is not None else None, **options)
-    if options:
-        raise ValueError(f"options {sorted(options)} are only understood by cc3m / cc12m.")
+        raise ValueError(
+            f"{name} is streamed, never stored as image files: embed it into an anchor bundle with "
+            f"`python -m asif_nb.embed {name} --image-encoder NAME --text-encoder NAME --n-pairs N` (or "
+            f"asif_nb.embed_collection / asif_nb.load('paper')), then asif_nb.load_bundle(folder).collection.")
     if name == "demo":
         pairs, meta = _read_demo("anchor")
         collection = Collection("demo", pairs, meta["sources"], meta["split"])

@@ -196,7 +196,7 @@ class _Anchors:
     def __init__(self, source, name, device):
         self.name, self.device = name, device
         step = _rows_per_chunk(source.shape[1] if len(getattr(source, "shape", ())) == 2 else 1)
-        if isinstance(source, np.memmap):
+        if _is_streamed(source):
             _as_tensor(source[:1], name)  # dtype checks
             if source.ndim != 2:
                 raise ValueError(f"{name} has shape {source.shape}: pass a 2-D array (rows are embeddings).")
@@ -240,6 +240,15 @@ class _Anchors:
             return self.data
         return torch.cat([self.rows(s, s + _rows_per_chunk(self.dim), self.device)
                           for s in range(0, self.n, _rows_per_chunk(self.dim))])
+
+
+def _is_streamed(source):
+    """Anchors read chunk by chunk instead of loaded: a memmap, or an on-disk array such as a bundle's
+    ``ShardedRows`` (anything array-like with ``shape`` and slicing that is not in memory already)."""
+    if isinstance(source, np.memmap):
+        return True
+    return (not isinstance(source, (np.ndarray, torch.Tensor, list, tuple)) and hasattr(source, "shape")
+            and hasattr(source, "__getitem__") and len(getattr(source, "shape", ())) == 2)
 
 
 def _rows_per_chunk(dim):

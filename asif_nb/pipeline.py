@@ -1,8 +1,12 @@
 """``asif_nb.load(profile)``: ASIF as a drop-in for CLIP's ``clip.load``.
 
 This is the end of the data flow — it only strings the stages together:
-collection (data) → frozen encoders → embedding cache → AsifModel. Everything it returns can also be built by
-hand from those stages, which is what notebook 02 does step by step.
+collection (data) → frozen encoders → embedding cache or anchor bundle → AsifModel. Everything it returns can
+also be built by hand from those stages, which is what notebook 02 does step by step.
+
+Collections stored as files (``demo``, ``folder:``) are embedded through the embedding cache; streamed ones
+(``cc12m``, ``cc3m``: the paper's) go into an anchor bundle (``asif_nb.embed``), or come from a bundle someone
+shared (``bundle=``).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bundle import AnchorSet
 from .cache import embed_cached
 from .data import load_collection
 from .encoders import load_image_encoder, load_text_encoder
@@ -32,21 +37,60 @@ def prompts_for(class_names, templates) -> list[str]:
     return [template.format(c=name) for name in class_names for template in templates]
 
 
-@dataclass
-class AnchorSet:
-    """The anchors of a profile: the collection and both halves of its embeddings (row i = pair i)."""
-
-    collection: object
-    anchor_images: np.ndarray
-    anchor_texts: np.ndarray
-
-
 def embed_anchors(collection, image_encoder, text_encoder, progress: bool = True) -> AnchorSet:
     """Embed both halves of a collection once (cached by content), keeping row i = pair i."""
     base = cache_key(collection.name)
     anchor_images = embed_cached(image_encoder, list(collection.images), key=f"{base}-images", progress=progress)
     anchor_texts = embed_cached(text_encoder, list(collection.captions), key=f"{base}-captions", progress=progress)
-    return AnchorSet(collection, anchor_images, anchor_texts)
+    return AnchorSet(collection, anchor_images, anchor_texts, _describe(image_encoder), _describe(text_encoder))
+
+
+def _describe(encoder) -> dict:
+    features = dict(getattr(encoder, "features", None) or {"name": encoder.name, "weights_id": encoder.weights_id})
+    features.setdefault("features_id", getattr(encoder, "features_id", None))
+    return features
+
+
+# What must agree between the encoders that made a bundle and those that embed the queries. Runtime, precision and
+# device may differ (a bundle made on a GPU in fp16 serves queries embedded on a CPU): the numbers agree to ~1e-3.
+_SAME_NUMBERS = ("name", "weights_id", "preprocessing")
+
+
+def check_encoders(anchors: AnchorSet, image_encoder, text_encoder) -> None:
+    """Refuse query encoders that compute other numbers than the ones that embedded the anchors."""
+    for half, encoder, made in (("image", image_encoder, anchors.image_encoder),
+                                ("text", text_encoder, anchors.text_encoder)):
+        if not made:
+            continue
+        mine = _describe(encoder)
+        differs = [key for key in _SAME_NUMBERS if key in made and key in mine and made[key] != mine[key]]
+        if differs:
+            raise ValueError(
+                f"the anchors' {half} half was embedded by {made.get('name')} ({', '.join(f'{k} {made[k]!r}' for k in differs)}) "
+                f"but the {half} encoder here is {mine.get('name')} ({', '.join(f'{k} {mine[k]!r}' for k in differs)}): "
+                f"load the same encoder (name and preprocessing) as the anchors, or embed the anchors again.")
+
+
+def profile_anchors(prof: Profile, image_encoder, text_encoder, *, bundle=None, device: str = "auto",
+                    progress: bool = True) -> AnchorSet:
+    """The anchors of a profile. ``bundle``: a shared anchor bundle (folder, URL, hub repo, manifest id; see
+    ``load_bundle``); else a streamed collection is embedded into a bundle in the cache (resumable; a finished one
+    is reused), and a stored one through the embedding cache."""
+    from .share import load_bundle
+
+    if bundle is not None:
+        anchors = load_bundle(bundle, prof.n_pairs if prof.n_pairs is not None else None)
+    elif prof.collection in ("cc12m", "cc3m") or prof.collection.startswith("wds:"):
+        from .embed import embed_collection
+
+        out = embed_collection(prof.collection, image_encoder, text_encoder, n_pairs=prof.n_pairs, device=device,
+                               progress=progress)
+        anchors = load_bundle(out, prof.n_pairs)
+    else:
+        return embed_anchors(load_collection(prof.collection, n_pairs=prof.n_pairs), image_encoder, text_encoder,
+                             progress=progress)
+    check_encoders(anchors, image_encoder, text_encoder)
+    return anchors
 
 
 @dataclass
@@ -170,14 +214,20 @@ class Asif:
         return rows
 
 
-def load(profile: str = "demo", *, device: str = "auto", progress: bool = True, **overrides) -> Asif:
-    """Build the profile's ASIF model: load the collection and both encoders, embed the anchors (cached),
-    and return an :class:`Asif`. ``overrides`` replace profile fields (``k``, ``p``, ``n_pairs``,
-    ``image_encoder``, ``text_encoder``, ``collection``)."""
+def load(profile: str = "demo", *, bundle=None, device: str = "auto", progress: bool = True, **overrides) -> Asif:
+    """Build the profile's ASIF model: both encoders, the anchors (embedded once and cached, or streamed into an
+    anchor bundle, or ``bundle=`` someone shared: see ``profile_anchors``), and return an :class:`Asif`.
+    ``overrides`` replace profile fields (``k``, ``p``, ``n_pairs``, ``image_encoder``, ``text_encoder``,
+    ``collection``, ``image_preprocessing``)."""
     prof = get_profile(profile, **overrides)
-    collection = load_collection(prof.collection, n_pairs=prof.n_pairs)
-    image_encoder = load_image_encoder(prof.image_encoder, device=device)
+    image_encoder = load_image_encoder(prof.image_encoder, device=device, **_image_options(prof))
     text_encoder = load_text_encoder(prof.text_encoder, device=device)
-    anchors = embed_anchors(collection, image_encoder, text_encoder, progress=progress)
-    model = AsifModel(anchors.anchor_images, anchors.anchor_texts, k=prof.k, p=prof.p, ids=list(collection.ids), device=device)
+    anchors = profile_anchors(prof, image_encoder, text_encoder, bundle=bundle, device=device, progress=progress)
+    model = AsifModel(anchors.anchor_images, anchors.anchor_texts, k=prof.k, p=prof.p,
+                      ids=list(anchors.collection.ids), device=device)
     return Asif(model, image_encoder, text_encoder, anchors=anchors, profile=prof)
+
+
+def _image_options(prof: Profile) -> dict:
+    preprocessing = getattr(prof, "image_preprocessing", None)
+    return {"preprocessing": preprocessing} if preprocessing else {}

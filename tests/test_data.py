@@ -346,35 +346,13 @@ def test_folder_errors_for_missing_folder_bad_jsonl_and_two_caption_files(tmp_pa
         load_collection(f"folder:{tmp_path}")
 
 
-# ------------------------------------------------------------------------------------------ webdataset
+# ------------------------------------------------------------------------------------------ streamed collections
 
-def write_shard(path, keys):
-    files = {}
-    for key in keys:
-        buffer = io.BytesIO()
-        Image.new("RGB", (6, 6), "blue").save(buffer, format="JPEG")
-        files[f"{key}.jpg"] = buffer.getvalue()
-        files[f"{key}.txt"] = f"caption of {key}".encode()
-        files[f"{key}.json"] = b"{}"
-    path.write_bytes(tar_bytes(files, mode="w"))
-
-
-def test_webdataset_streams_the_first_n_pairs_in_shard_order_and_resumes(cache, tmp_path):
-    write_shard(tmp_path / "s-0000.tar", ["000000", "000001", "000002"])
-    write_shard(tmp_path / "s-0001.tar", ["000003", "000004", "000005"])
-    template = "file://" + str(tmp_path / "s-{shard:04d}.tar")
-    collection = load_collection("cc12m", n_pairs=4, url_template=template, n_shards=2)
-    assert collection.ids == ["000000", "000001", "000002", "000003"]
-    assert collection.captions[3] == "caption of 000003" and collection[3].load_image().size == (6, 6)
-    (tmp_path / "s-0000.tar").unlink()  # finished shards are read from the cache, never again from the source
-    assert load_collection("cc12m", n_pairs=5, url_template=template, n_shards=2).ids[-1] == "000004"
-    with pytest.raises(ValueError, match="holds only 6"):
-        load_collection("cc12m", n_pairs=7, url_template=template, n_shards=2)
-    with pytest.raises(ValueError, match="n_pairs"):
-        load_collection("cc3m")
-    with pytest.raises(RuntimeError, match="could not stream shard 0"):
-        load_collection("cc3m", n_pairs=1, url_template=template, n_shards=1)
-
+def test_streamed_collections_are_never_written_as_image_files_and_say_how_to_embed_them(cache):
+    for name in ("cc12m", "cc3m"):
+        with pytest.raises(ValueError, match=f"python -m asif_nb.embed {name}"):
+            load_collection(name, n_pairs=4)
+    assert not (data.cache_dir() / "collections" / "cc12m").exists()
 
 # ------------------------------------------------------------------------------------------ evaluation sets
 

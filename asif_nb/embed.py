@@ -1,0 +1,334 @@
+"""Embed a collection's anchors at scale into an anchor bundle: streamed, resumable, honest about bad data.
+
+    python -m asif_nb.embed COLLECTION --image-encoder NAME --text-encoder NAME [--n-pairs N] [--out DIR]
+                            [--shard-rows R] [--batch-size B] [--device auto|cpu|cuda] [--dtype float16|float32]
+
+and the same as a function, ``embed_collection``. ``COLLECTION`` is ``cc12m`` / ``cc3m`` (the HF hub
+webdatasets, streamed: see ``asif_nb.stream``), a local collection (``demo``, ``folder:<path>``), or shards of
+your own (``wds:<glob, URL or template with {shard}>``, with ``--shards N`` for a template).
+
+How it runs: samples stream in order; images are decoded and preprocessed in worker threads (PIL releases the
+GIL), a few batches ahead of the model; both halves are embedded batch by batch; every ``shard_rows`` rows become
+one bundle shard (``asif_nb.bundle``), written atomically, and only then recorded in ``bundle.json`` together
+with where the source stream continues. So:
+
+- **no image file is ever written**: disk use is the bundle plus the shard in flight;
+- **resumable**: killed at any moment, the same command continues from the last recorded shard, and the result
+  is byte-identical to an uninterrupted run (a model batch never straddles two shards, so every batch is the
+  same in both runs);
+- **honest**: undecodable images and empty captions are skipped and listed in ``bundle.json`` with their key and
+  reason; a shard that cannot be read to its end stops the run with its name (nothing partial is recorded).
+
+``n_pairs`` counts usable pairs: the bundle holds the first ``n_pairs`` usable pairs in stream order. Asking an
+existing bundle for more pairs extends it; asking for fewer returns it unchanged (``load_bundle(n_pairs=...)``
+takes the prefix).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import os
+import re
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import (BUNDLE_FORMAT, BUNDLE_VERSION, DTYPES, BundleError, read_manifest, write_manifest,
+                     write_shard)
+from .settings import cache_dir, resolve_device
+from .stream import HUB_DATASETS, Position, Sample, ShardError, WebDataset, hub_webdataset, local_webdataset
+from .transfer import Limits
+
+DEFAULT_SHARD_ROWS = 50_000
+DEFAULT_BATCH_SIZE = 64
+
+
+# --------------------------------------------------------------------------------------------- sources
+
+class _CollectionSource:
+    """A local collection (``demo``, ``folder:``) read as a stream of samples (one pseudo-shard)."""
+
+    def __init__(self, collection):
+        self.name = collection.name
+        self.pairs = collection.pairs
+        digest = hashlib.sha256()
+        for pair in self.pairs:
+            digest.update(f"{pair.id}\0{pair.caption}\0".encode("utf-8"))
+            digest.update(bytes.fromhex(_file_sha256(pair.image)))
+        self.identity = {"kind": "collection", "name": collection.name, "pairs": len(self.pairs),
+                         "sha256": digest.hexdigest()}
+        self.licence = "; ".join(sorted({pair.licence for pair in self.pairs}))
+
+    def samples(self, start: Position = Position(), limits=None):
+        for index in range(start.sample, len(self.pairs)):
+            pair = self.pairs[index]
+            try:
+                image, skip = Path(pair.image).read_bytes(), None
+            except OSError as err:
+                image, skip = None, f"cannot read {pair.image}: {err}"
+            yield Sample(pair.id, image, pair.caption, 0, index, Position(0, index + 1), skip)
+
+
+def _file_sha256(path) -> str:
+    from .fileio import sha256_file
+
+    return sha256_file(path)
+
+
+def resolve_source(collection, n_shards: int | None = None, revision: str | None = None, limits=None):
+    """A sample source for ``collection``: a hub webdataset name, ``wds:<shards>``, a ``WebDataset``, or any name
+    ``load_collection`` knows."""
+    if isinstance(collection, WebDataset):
+        return collection
+    if not isinstance(collection, str) or not collection:
+        raise ValueError(f"collection={collection!r}: pass cc12m, cc3m, demo, folder:<path> or wds:<shards>.")
+    if collection in HUB_DATASETS:
+        return hub_webdataset(collection, revision=revision, limits=limits)
+    if collection.startswith("wds:"):
+        return local_webdataset(collection[4:], name="webdataset", n_shards=n_shards)
+    from .data import load_collection
+
+    return _CollectionSource(load_collection(collection))
+
+
+# --------------------------------------------------------------------------------------------- identity
+
+def _identity(encoder) -> dict:
+    """What decides an encoder's numbers, for ``bundle.json`` (its ``features`` and ``features_id``)."""
+    features = dict(getattr(encoder, "features", None) or {
+        "name": encoder.name, "weights_id": encoder.weights_id, "preprocessing": encoder.preprocessing})
+    features["features_id"] = getattr(encoder, "features_id", None) or hashlib.sha256(
+        repr(sorted(features.items())).encode()).hexdigest()[:16]
+    features["dim"] = int(encoder.dim)
+    return features
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:60] or "collection"
+
+
+def default_out(source_name: str, image: dict, text: dict, dtype: str) -> Path:
+    """``cache_dir()/bundles/<collection>--<image features_id>--<text features_id>--<dtype>``."""
+    return cache_dir() / "bundles" / f"{_slug(source_name)}--{image['features_id']}--{text['features_id']}--{dtype}"
+
+
+def _header(source, image: dict, text: dict, dtype: str, shard_rows: int, n_pairs) -> dict:
+    return {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "collection": source.name,
+            "source": source.identity, "licence": getattr(source, "licence", ""),
+            "encoders": {"image": image, "text": text}, "dtype": dtype, "shard_rows": shard_rows,
+            "n_pairs": n_pairs, "rows": 0, "complete": False, "exhausted": False, "skipped": 0, "shards": []}
+
+
+def _check_same(existing: dict, header: dict, out: Path) -> None:
+    """Refuse to continue a bundle made from other data or by other encoders (never mix two in one folder)."""
+    for key in ("collection", "source", "dtype", "shard_rows"):
+        if existing.get(key) != header[key]:
+            raise BundleError(f"{out} holds a bundle with another {key} ({existing.get(key)!r}, asked "
+                              f"{header[key]!r}): pass another --out, or delete that folder to start again.")
+    for half in ("image", "text"):
+        old, new = existing["encoders"][half]["features_id"], header["encoders"][half]["features_id"]
+        if old != new:
+            raise BundleError(f"{out} was embedded with another {half} encoder ({existing['encoders'][half]['name']}, "
+                              f"features {old}; now {header['encoders'][half]['name']}, features {new}): pass another "
+                              "--out, or delete that folder to start again.")
+
+
+# --------------------------------------------------------------------------------------------- the pipeline
+
+def _prepare(sample: Sample, image_encoder, text_encoder):
+    """(image array, caption, None) or (None, None, reason): decode + preprocess one sample (a worker thread)."""
+    if sample.skip is not None:
+        return None, None, sample.skip
+    try:
+        return _prep(image_encoder, sample.image), _prep(text_encoder, sample.caption), None
+    except ValueError as err:
+        return None, None, str(err)
+
+
+def _prep(encoder, item):  # TEMPORARY shim until the encoders branch lands
+    if hasattr(encoder, "prepare"):
+        return encoder.prepare(item)
+    ok, value = encoder._prepare(item)
+    if not ok:
+        raise ValueError(value)
+    return value
+
+
+def _fwd(encoder, items):  # TEMPORARY shim
+    return encoder.forward(items) if hasattr(encoder, "forward") else encoder._forward(items)
+
+
+def _prepared(samples, image_encoder, text_encoder, pool, window: int):
+    """(sample, image array, caption, reason) in stream order, preparing up to ``window`` samples ahead."""
+    pending = collections.deque()
+    try:
+        for sample in samples:
+            pending.append((sample, pool.submit(_prepare, sample, image_encoder, text_encoder)))
+            if len(pending) >= window:
+                sample, future = pending.popleft()
+                yield (sample, *future.result())
+    except (ShardError, OSError) as err:
+        # A failure while reading ahead only matters if the samples before it were not enough: hand those out first.
+        while pending:
+            sample, future = pending.popleft()
+            yield (sample, *future.result())
+        raise err
+    while pending:
+        sample, future = pending.popleft()
+        yield (sample, *future.result())
+
+
+def _embed_shard(rows, image_encoder, text_encoder, batch_size: int):
+    images, texts = [], []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        images.append(_fwd(image_encoder, [row[1] for row in batch]))
+        texts.append(_fwd(text_encoder, [row[2] for row in batch]))
+    return np.concatenate(images), np.concatenate(texts)
+
+
+def embed_collection(collection, image_encoder, text_encoder, *, n_pairs: int | None = None,
+                     out: str | os.PathLike | None = None, shard_rows: int = DEFAULT_SHARD_ROWS,
+                     batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", dtype: str = "float16",
+                     workers: int | None = None, n_shards: int | None = None, limits: Limits | None = None,
+                     progress: bool = True) -> Path:
+    """Embed the first ``n_pairs`` usable pairs of ``collection`` into an anchor bundle; return its folder.
+
+    ``image_encoder`` / ``text_encoder`` are names (loaded on ``device``) or loaded encoders. ``out`` defaults to
+    ``default_out(...)`` in the cache. Resumes and extends an existing bundle of the same source and encoders;
+    refuses one made from anything else. See the module docstring.
+    """
+    import filelock
+    from tqdm.auto import tqdm
+
+    from .encoders import load_image_encoder, load_text_encoder
+
+    for name, value in (("shard_rows", shard_rows), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name}={value!r}: pass a positive int.")
+    if n_pairs is not None and (isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs <= 0):
+        raise ValueError(f"n_pairs={n_pairs!r}: pass a positive int, or None for the whole collection.")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: use one of {DTYPES}.")
+    device = resolve_device(device)
+    if isinstance(image_encoder, str):
+        image_encoder = load_image_encoder(image_encoder, device=device)
+    if isinstance(text_encoder, str):
+        text_encoder = load_text_encoder(text_encoder, device=device)
+    image_id, text_id = _identity(image_encoder), _identity(text_encoder)
+    limits = limits or Limits()
+
+    # A bundle already at `out` pins the source's revision: a resumed run reads the very same data.
+    source_name = collection if isinstance(collection, str) else collection.name
+    probe_out = Path(out).expanduser() if out is not None else default_out(source_name, image_id, text_id, dtype)
+    existing = read_manifest(probe_out) if probe_out.exists() else None
+    revision = (existing or {}).get("source", {}).get("revision")
+    source = resolve_source(collection, n_shards=n_shards, revision=revision, limits=limits)
+    out = probe_out
+    out.mkdir(parents=True, exist_ok=True)
+    header = _header(source, image_id, text_id, dtype, shard_rows, None if n_pairs is None else int(n_pairs))
+
+    lock = filelock.FileLock(str(out) + ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise BundleError(f"another process is embedding into {out} right now: wait for it, or pass another "
+                          "--out.") from None
+    with lock:
+        manifest = read_manifest(out) or header
+        _check_same(manifest, header, out)
+        if manifest["complete"] and (manifest["exhausted"] or (n_pairs is not None and manifest["rows"] >= n_pairs)):
+            return out
+        # Continue after the last full shard (a short last shard is redone: its batches would differ).
+        shards = [s for s in manifest["shards"] if s["rows"] == shard_rows]
+        manifest.update(n_pairs=header["n_pairs"], shards=shards, complete=False, exhausted=False,
+                        rows=sum(s["rows"] for s in shards), skipped=sum(len(s["skipped"]) for s in shards))
+        position = Position(**shards[-1]["source_end"]) if shards else Position()
+        return _run(source, manifest, out, position, image_encoder, text_encoder, batch_size, workers, limits,
+                    progress, tqdm)
+
+
+def _run(source, manifest, out, position, image_encoder, text_encoder, batch_size, workers, limits, progress, tqdm):
+    target, shard_rows = manifest["n_pairs"], manifest["shard_rows"]
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    bar = tqdm(total=target, initial=manifest["rows"], unit="img", disable=not progress,
+               desc=f"embed {source.name}", smoothing=0.05)
+    started, first_rows = time.perf_counter(), manifest["rows"]
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            stream = _prepared(source.samples(position, limits), image_encoder, text_encoder, pool,
+                               window=max(2 * batch_size, 4 * workers))
+            while target is None or manifest["rows"] < target:
+                want = shard_rows if target is None else min(shard_rows, target - manifest["rows"])
+                rows, skipped = [], []
+                for sample, image, caption, reason in stream:
+                    if reason is not None:
+                        skipped.append({"key": sample.key, "shard": sample.shard, "reason": reason})
+                        continue
+                    rows.append((sample, image, caption))
+                    if len(rows) == want:
+                        break
+                exhausted = len(rows) < want
+                if rows:
+                    images, texts = _embed_shard(rows, image_encoder, text_encoder, batch_size)
+                    record = write_shard(out, len(manifest["shards"]), images, texts, [r[0].key for r in rows],
+                                         [r[0].caption for r in rows], manifest["dtype"])
+                    record["source_end"] = rows[-1][0].after.as_dict()
+                    record["skipped"] = skipped
+                    manifest["shards"].append(record)
+                    manifest["rows"] += len(rows)
+                    manifest["skipped"] += len(skipped)
+                    bar.update(len(rows))
+                    bar.set_postfix(skipped=manifest["skipped"], refresh=False)
+                elif skipped and manifest["shards"]:
+                    manifest["shards"][-1]["skipped"].extend(skipped)  # trailing bad samples, after the last row
+                    manifest["skipped"] += len(skipped)
+                if exhausted:
+                    manifest["exhausted"] = True
+                    break
+                write_manifest(out, manifest)
+    finally:
+        bar.close()
+    manifest["complete"] = True
+    write_manifest(out, manifest)
+    if progress:
+        seconds = time.perf_counter() - started
+        done = manifest["rows"] - first_rows
+        rate = f", {done / seconds:.1f} pairs/s" if seconds > 0 and done else ""
+        print(f"{out}: {manifest['rows']} pairs, {manifest['skipped']} skipped{rate}", file=sys.stderr)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- the command
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m asif_nb.embed", description=__doc__.split("\n")[0])
+    parser.add_argument("collection", help="cc12m, cc3m, demo, folder:<path> or wds:<shards>")
+    parser.add_argument("--image-encoder", required=True)
+    parser.add_argument("--text-encoder", required=True)
+    parser.add_argument("--n-pairs", type=int, default=None, help="usable pairs to embed (default: all)")
+    parser.add_argument("--out", default=None, help="bundle folder (default: in the cache, named by the inputs)")
+    parser.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--dtype", default="float16", choices=list(DTYPES))
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: the CPU count, ≤ 8)")
+    parser.add_argument("--shards", type=int, default=None, help="number of shards of a wds: template")
+    args = parser.parse_args(argv)
+    try:
+        out = embed_collection(args.collection, args.image_encoder, args.text_encoder, n_pairs=args.n_pairs,
+                               out=args.out, shard_rows=args.shard_rows, batch_size=args.batch_size,
+                               device=args.device, dtype=args.dtype, workers=args.workers, n_shards=args.shards)
+    except (ShardError, BundleError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
