@@ -41,6 +41,8 @@ _EXPORTS = {
     "fetch": "download",
     "fetch_file": "download",
     "load_manifest": "download",
+    "load_tensors": "safeload",
+    "load_labels": "safeload",
     # memory editing, pruning, compression (notebook 07)
     "usage_counts": "memory",
     "prune": "memory",
