@@ -43,6 +43,7 @@ _EXPORTS = {
     "load_manifest": "download",
     "load_tensors": "safeload",
     "load_labels": "safeload",
+    "load_precomputed": "precomputed",
     # memory editing, pruning, compression (notebook 07)
     "usage_counts": "memory",
     "prune": "memory",
@@ -67,6 +68,7 @@ _EXPORTS = {
     "load": "pipeline",
     "Asif": "pipeline",
     "embed_anchors": "pipeline",
+    "EvalEmbeddings": "pipeline",
     "prompts_for": "pipeline",
     # what notebooks write
     "results_dir": "results",
