@@ -49,6 +49,9 @@ _EXPORTS = {
     "fetch": "download",
     "fetch_file": "download",
     "load_manifest": "download",
+    "load_tensors": "safeload",
+    "load_labels": "safeload",
+    "load_precomputed": "precomputed",
     # memory editing, pruning, compression (notebook 07)
     "usage_counts": "memory",
     "prune": "memory",
@@ -76,6 +79,7 @@ _EXPORTS = {
     "evaluate": "pipeline",
     "Asif": "pipeline",
     "embed_anchors": "pipeline",
+    "EvalEmbeddings": "pipeline",
     "prompts_for": "pipeline",
     # what notebooks write
     "results_dir": "results",

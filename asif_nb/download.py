@@ -19,7 +19,6 @@ import functools
 import hashlib
 import json
 import os
-import pickle
 import re
 import shutil
 import subprocess
@@ -487,78 +486,3 @@ def _gdown(file_id: str, part: Path, progress: bool) -> None:
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "(no message)"
-
-
-# --------------------------------------------------------------------------------------------- safe readers
-
-def load_tensors(path: str | os.PathLike):
-    """Load downloaded arrays without unpickling: ``.pt`` via ``torch.load(weights_only=True)``,
-    ``.npy``/``.npz`` via numpy with ``allow_pickle=False``, ``.safetensors`` via safetensors."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth", ".bin"):
-        import torch
-
-        return torch.load(path, map_location="cpu", weights_only=True)
-    if suffix in (".npy", ".npz"):
-        import numpy as np
-
-        return np.load(path, allow_pickle=False)
-    if suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        return load_file(str(path))
-    raise ValueError(f"path={str(path)!r}: load_tensors reads .pt, .pth, .bin, .npy, .npz or .safetensors files.")
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """An unpickler that refuses every class: only lists, tuples, dicts, str, int, float, bool, None pass."""
-
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: a downloaded label file may hold only plain containers"
-        )
-
-
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _check_plain(value, depth: int = 0):
-    if depth > 8:
-        raise ValueError("label file nests deeper than 8 levels: not a label list")
-    if isinstance(value, _PLAIN):
-        return
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            _check_plain(item, depth + 1)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_plain(key, depth + 1)
-            _check_plain(item, depth + 1)
-        return
-    raise ValueError(f"label file holds a {type(value).__name__}: only plain containers of str/int are allowed")
-
-
-def load_labels(path: str | os.PathLike):
-    """Read a downloaded label list safely: JSON, text (one label a line) or a pickle of plain containers.
-
-    Pickles go through an unpickler whose ``find_class`` refuses everything, so no code in the file can run;
-    the result is then checked to hold only lists/tuples/dicts of str, int, float, bool or None.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        value = json.loads(path.read_text(encoding="utf-8"))
-    elif suffix == ".txt":
-        value = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif suffix in (".pkl", ".pickle"):
-        with open(path, "rb") as handle:
-            try:
-                value = _PlainUnpickler(handle).load()
-            except pickle.UnpicklingError as err:
-                raise ValueError(f"path={str(path)!r}: {err}") from None
-    else:
-        raise ValueError(f"path={str(path)!r}: load_labels reads .json, .txt or .pkl files.")
-    _check_plain(value)
-    return value

@@ -2,17 +2,15 @@
 import hashlib
 import http.server
 import os
-import pickle
 import stat
 import sys
 import threading
 import types
 
-import numpy as np
 import pytest
 
 from asif_nb import download
-from asif_nb.download import DownloadError, fetch, fetch_file, load_labels, load_tensors
+from asif_nb.download import DownloadError, fetch, fetch_file
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, so a resume offset is well inside the file
 DRIVE_PAGE = (
@@ -359,44 +357,3 @@ def test_real_apt_download_of_the_smallest_demo_package():
     entry = download.load_manifest()["dataset-fashion-mnist"]
     assert path.stat().st_size == entry["files"][0]["bytes"]
     assert path.read_bytes()[:8] == b"!<arch>\n"  # a Debian package is an ar archive
-
-
-# ------------------------------------------------------------------------------------ never unpickle
-
-class _Evil:
-    def __reduce__(self):
-        return (os.system, ("echo pwned",))
-
-
-def test_load_labels_reads_plain_pickles_json_and_text(tmp_path):
-    (tmp_path / "l.pkl").write_bytes(pickle.dumps([3, 1, 2]))
-    (tmp_path / "l.json").write_text('{"names": ["cat", "dog"]}')
-    (tmp_path / "l.txt").write_text("cat\ndog\n\n")
-    assert load_labels(tmp_path / "l.pkl") == [3, 1, 2]
-    assert load_labels(tmp_path / "l.json") == {"names": ["cat", "dog"]}
-    assert load_labels(tmp_path / "l.txt") == ["cat", "dog"]
-
-
-def test_load_labels_refuses_any_class_in_a_pickle(tmp_path):
-    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(_Evil()))
-    with pytest.raises(ValueError, match="refusing to load posix.system|refusing to load os.system"):
-        load_labels(tmp_path / "evil.pkl")
-    (tmp_path / "arr.pkl").write_bytes(pickle.dumps(np.arange(3)))
-    with pytest.raises(ValueError, match="refusing to load"):
-        load_labels(tmp_path / "arr.pkl")
-
-
-def test_load_tensors_never_unpickles(tmp_path):
-    np.save(tmp_path / "ok.npy", np.arange(4, dtype=np.float32))
-    np.testing.assert_array_equal(load_tensors(tmp_path / "ok.npy"), np.arange(4))
-    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
-    with pytest.raises(ValueError, match="allow_pickle"):
-        load_tensors(tmp_path / "obj.npy")
-    torch = pytest.importorskip("torch")
-    torch.save({"z": torch.ones(2, 3)}, tmp_path / "ok.pt")
-    assert load_tensors(tmp_path / "ok.pt")["z"].shape == (2, 3)
-    torch.save({"evil": _Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        load_tensors(tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match="load_tensors reads"):
-        load_tensors(tmp_path / "x.csv")

@@ -64,12 +64,30 @@ def test_null_sha_without_on_first_download_is_refused(tmp_path):
         load_manifest(_write(tmp_path, document))
 
 
-def test_embeddings_need_an_encoder(tmp_path):
+def test_embeddings_need_their_encoders_by_name(tmp_path):
     document = _document()
     entry = next(e for e in document["artifacts"] if e["kind"] == "embeddings")
-    del entry["encoder"]
-    with pytest.raises(ValueError, match="'encoder' is a required property"):
+    del entry["encoders"]
+    with pytest.raises(ValueError, match="'encoders' is a required property"):
         load_manifest(_write(tmp_path, document))
+    entry["encoders"] = {"image": ["vit-b16-in21k"]}
+    with pytest.raises(ValueError, match="encoders.*'text' is a required property"):
+        load_manifest(_write(tmp_path, document))
+    entry["encoders"] = "the backbones of the authors' demo"
+    with pytest.raises(ValueError, match="encoders.*is not of type 'object'"):
+        load_manifest(_write(tmp_path, document))
+
+
+def test_the_authors_artifacts_list_the_encoders_load_precomputed_maps_their_files_to():
+    from asif_nb.precomputed import AUTHORS_ENCODERS
+
+    by_modality = {"image": [], "text": []}
+    for modality, ours in AUTHORS_ENCODERS.values():
+        by_modality[modality].append(ours)
+    entries = [entry for entry in load_manifest().values() if entry["id"].startswith("asif-embeddings-")]
+    assert len(entries) == 3
+    for entry in entries:
+        assert entry["encoders"] == by_modality, entry["id"]
 
 
 @pytest.mark.parametrize(
