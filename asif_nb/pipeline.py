@@ -173,10 +173,13 @@ class Asif:
 def load(profile: str = "demo", *, device: str = "auto", progress: bool = True, **overrides) -> Asif:
     """Build the profile's ASIF model: load the collection and both encoders, embed the anchors (cached),
     and return an :class:`Asif`. ``overrides`` replace profile fields (``k``, ``p``, ``n_pairs``,
-    ``image_encoder``, ``text_encoder``, ``collection``)."""
+    ``image_encoder``, ``image_preprocessing``, ``text_encoder``, ``collection``).
+
+    The image encoder is loaded with the profile's ``image_preprocessing`` ("authors" for the paper profile: the
+    anchors must be embedded the way the authors' precomputed evaluation embeddings were)."""
     prof = get_profile(profile, **overrides)
     collection = load_collection(prof.collection, n_pairs=prof.n_pairs)
-    image_encoder = load_image_encoder(prof.image_encoder, device=device)
+    image_encoder = load_image_encoder(prof.image_encoder, device=device, preprocessing=prof.image_preprocessing)
     text_encoder = load_text_encoder(prof.text_encoder, device=device)
     anchors = embed_anchors(collection, image_encoder, text_encoder, progress=progress)
     model = AsifModel(anchors.anchor_images, anchors.anchor_texts, k=prof.k, p=prof.p, ids=list(collection.ids), device=device)
