@@ -18,7 +18,6 @@ entries remembers each file's sha256, so a warm call only stats the files.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -39,6 +38,7 @@ _KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HASH_CHUNK_BYTES = 16 << 20
 _MEMO_NAME = "file-hashes.sqlite3"
 _MEMO_BATCH = 500  # paths per SELECT (well under SQLite's variable limit)
+_ITEMS_PER_CHUNK = 4096  # inputs hashed (and their file hashes remembered) per step
 # A file modified within this long of being hashed is not remembered: file systems stamp mtimes coarsely (a jiffy
 # or worse), so a same-size rewrite that soon could keep the same (size, mtime_ns). Such files are rehashed.
 _RACY_NS = 2_000_000_000
@@ -54,52 +54,68 @@ def embeddings_dir() -> Path:
 # Input hashes
 
 
-@contextlib.contextmanager
-def _memo():
-    """The file-hash memo (sqlite3), or None when it cannot be used: it only saves time, so a broken memo is
-    rebuilt, and a locked or unwritable one is skipped."""
-    path = embeddings_dir() / _MEMO_NAME
-    con = None
-    for attempt in range(2):
+class _FileHashMemo:
+    """The file-hash memo (sqlite3): ``path -> (size, mtime_ns, sha256)``. It only saves time, so a corrupt memo
+    is started again, and a locked or unwritable one is skipped (every file is then hashed)."""
+
+    def __init__(self) -> None:
+        self.path = embeddings_dir() / _MEMO_NAME
+        self.con: sqlite3.Connection | None = None
+        for attempt in range(2):
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.con = sqlite3.connect(self.path, timeout=30)
+                self.con.execute("CREATE TABLE IF NOT EXISTS file_sha256 (path TEXT PRIMARY KEY, size INTEGER NOT "
+                                 "NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL) WITHOUT ROWID")
+                return
+            except sqlite3.DatabaseError as exc:  # "file is not a database", a corrupt page, a lock...
+                self.close()
+                if attempt or isinstance(exc, sqlite3.OperationalError):
+                    self._give_up(exc)
+                    return
+                print(f"[asif_nb] the file-hash memo {self.path} is corrupt ({exc}); starting it again.")
+                self.path.unlink(missing_ok=True)
+            except OSError as exc:
+                self.close()
+                self._give_up(exc)
+                return
+
+    def _give_up(self, exc: Exception) -> None:
+        self.close()
+        print(f"[asif_nb] the file-hash memo {self.path} is unusable ({exc}); hashing the files without it.")
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    def lookup(self, stats: dict[str, tuple[int, int]]) -> dict[str, str]:
+        """The remembered sha256 of each path whose (size, mtime_ns) is unchanged."""
+        known: dict[str, str] = {}
+        paths = list(stats)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(path, timeout=30)
-            con.execute("CREATE TABLE IF NOT EXISTS file_sha256 (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
-                        "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL) WITHOUT ROWID")
-            break
-        except sqlite3.DatabaseError as exc:  # not a database, or corrupt: start it again
-            if con is not None:
-                con.close()
-            con = None
-            if attempt or isinstance(exc, sqlite3.OperationalError):
-                print(f"[asif_nb] the file-hash memo {path} is unusable ({exc}); hashing every file.")
-                break
-            print(f"[asif_nb] the file-hash memo {path} is corrupt ({exc}); starting it again.")
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            print(f"[asif_nb] the file-hash memo {path} is unusable ({exc}); hashing every file.")
-            break
-    try:
-        yield con
-    finally:
-        if con is not None:
-            con.close()
+            for start in range(0, len(paths) if self.con is not None else 0, _MEMO_BATCH):
+                chunk = paths[start:start + _MEMO_BATCH]
+                rows = self.con.execute(f"SELECT path, size, mtime_ns, sha256 FROM file_sha256 WHERE path IN "
+                                        f"({','.join('?' * len(chunk))})", chunk)
+                for path, size, mtime_ns, sha in rows:
+                    if stats[path] == (size, mtime_ns):
+                        known[path] = sha
+        except sqlite3.Error as exc:
+            self._give_up(exc)
+        return known
+
+    def store(self, rows: list[tuple[str, int, int, str]]) -> None:
+        if self.con is None or not rows:
+            return
+        try:
+            with self.con:
+                self.con.executemany("INSERT OR REPLACE INTO file_sha256 VALUES (?, ?, ?, ?)", rows)
+        except sqlite3.Error as exc:
+            self._give_up(exc)
 
 
-def _memo_lookup(con, stats: dict[str, tuple[int, int]]) -> dict[str, str]:
-    known: dict[str, str] = {}
-    paths = list(stats)
-    for start in range(0, len(paths), _MEMO_BATCH):
-        chunk = paths[start:start + _MEMO_BATCH]
-        rows = con.execute(f"SELECT path, size, mtime_ns, sha256 FROM file_sha256 WHERE path IN "
-                           f"({','.join('?' * len(chunk))})", chunk)
-        for path, size, mtime_ns, sha in rows:
-            if stats[path] == (size, mtime_ns):
-                known[path] = sha
-    return known
-
-
-def _file_sha256s(paths: Iterable[str]) -> dict[str, str]:
+def _file_sha256s(paths: Iterable[str], memo: _FileHashMemo) -> dict[str, str]:
     """sha256 of each file (absolute paths), read only when the memo has no entry for its (size, mtime_ns)."""
     stats: dict[str, tuple[int, int]] = {}
     for path in dict.fromkeys(paths):
@@ -108,32 +124,19 @@ def _file_sha256s(paths: Iterable[str]) -> dict[str, str]:
         except OSError as exc:
             raise ValueError(f"Cannot read input file {path}: {exc}") from exc
         stats[path] = (st.st_size, st.st_mtime_ns)
-    with _memo() as con:
-        known: dict[str, str] = {}
-        if con is not None:
-            try:
-                known = _memo_lookup(con, stats)
-            except sqlite3.Error as exc:
-                print(f"[asif_nb] the file-hash memo cannot be read ({exc}); hashing every file.")
-                con = None
-        fresh = []
-        for path, (size, mtime_ns) in stats.items():
-            if path in known:
-                continue
-            try:
-                known[path] = sha256_file(path)
-                st = os.stat(path)
-            except OSError as exc:
-                raise ValueError(f"Cannot read input file {path}: {exc}") from exc
-            unchanged = (st.st_size, st.st_mtime_ns) == (size, mtime_ns)
-            if unchanged and time.time_ns() - mtime_ns > _RACY_NS:
-                fresh.append((path, size, mtime_ns, known[path]))
-        if con is not None and fresh:
-            try:
-                with con:
-                    con.executemany("INSERT OR REPLACE INTO file_sha256 VALUES (?, ?, ?, ?)", fresh)
-            except sqlite3.Error as exc:
-                print(f"[asif_nb] the file-hash memo cannot be written ({exc}); files will be hashed again.")
+    known = memo.lookup(stats)
+    fresh = []
+    for path, (size, mtime_ns) in stats.items():
+        if path in known:
+            continue
+        try:
+            known[path] = sha256_file(path)
+            st = os.stat(path)
+        except OSError as exc:
+            raise ValueError(f"Cannot read input file {path}: {exc}") from exc
+        if (st.st_size, st.st_mtime_ns) == (size, mtime_ns) and time.time_ns() - mtime_ns > _RACY_NS:
+            fresh.append((path, size, mtime_ns, known[path]))
+    memo.store(fresh)
     return known
 
 
@@ -146,6 +149,29 @@ def _check_items(items: Any, what: str) -> list:
     return list(items)
 
 
+def _is_file(item: Any, modality: str) -> bool:
+    return isinstance(item, os.PathLike) or (modality == "image" and isinstance(item, str))
+
+
+def _item_digest(item: Any, file_sha256: str | None) -> bytes:
+    """Content hash of one input; a type tag keeps e.g. the text "x" and the bytes b"x" apart."""
+    from PIL import Image
+
+    digest = hashlib.sha256()
+    if file_sha256 is not None:
+        digest.update(b"file:" + bytes.fromhex(file_sha256))
+    elif isinstance(item, str):
+        digest.update(b"text:" + item.encode("utf-8", "surrogatepass"))
+    elif isinstance(item, Image.Image):
+        digest.update(f"pil:{item.mode}:{item.size[0]}x{item.size[1]}:".encode())
+        digest.update(item.tobytes())
+    elif isinstance(item, (bytes, bytearray)):
+        digest.update(b"bytes:" + bytes(item))
+    else:
+        raise TypeError(f"cannot hash an input of type {type(item).__name__}: use a path, PIL image, str or bytes.")
+    return digest.digest()
+
+
 def inputs_sha256(items: Sequence[Any], modality: str) -> str:
     """One hash for an ordered list of inputs: sha256 over the per-item hashes, in order.
 
@@ -153,28 +179,20 @@ def inputs_sha256(items: Sequence[Any], modality: str) -> str:
     see the module docstring); PIL images hash mode, size and pixels; bytes hash themselves; for ``"text"`` a
     ``str`` is the text. A type tag keeps e.g. the text "x" and the bytes b"x" apart.
     """
-    from PIL import Image
-
     items = _check_items(items, "inputs_sha256")
-    is_file = [isinstance(item, os.PathLike) or (modality == "image" and isinstance(item, str)) for item in items]
-    files = [os.path.abspath(os.fspath(item)) for item, flag in zip(items, is_file) if flag]
-    file_hashes = _file_sha256s(files) if files else {}
     combined = hashlib.sha256(f"{modality}:{len(items)}:".encode())
-    for item, flag in zip(items, is_file):
-        digest = hashlib.sha256()
-        if flag:
-            digest.update(b"file:" + bytes.fromhex(file_hashes[os.path.abspath(os.fspath(item))]))
-        elif isinstance(item, str):
-            digest.update(b"text:" + item.encode("utf-8", "surrogatepass"))
-        elif isinstance(item, Image.Image):
-            digest.update(f"pil:{item.mode}:{item.size[0]}x{item.size[1]}:".encode())
-            digest.update(item.tobytes())
-        elif isinstance(item, (bytes, bytearray)):
-            digest.update(b"bytes:" + bytes(item))
-        else:
-            raise TypeError(f"cannot hash an input of type {type(item).__name__}: use a path, PIL image, str or "
-                            "bytes.")
-        combined.update(digest.digest())
+    memo = _FileHashMemo() if any(_is_file(item, modality) for item in items) else None
+    try:
+        # in chunks: bounded memory for millions of files, and an interrupted first pass keeps what it hashed
+        for start in range(0, len(items), _ITEMS_PER_CHUNK):
+            chunk = items[start:start + _ITEMS_PER_CHUNK]
+            files = [os.path.abspath(os.fspath(item)) if _is_file(item, modality) else None for item in chunk]
+            file_hashes = _file_sha256s([f for f in files if f is not None], memo) if memo is not None else {}
+            for item, file in zip(chunk, files):
+                combined.update(_item_digest(item, file_hashes.get(file) if file is not None else None))
+    finally:
+        if memo is not None:
+            memo.close()
     return combined.hexdigest()
 
 

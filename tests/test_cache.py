@@ -385,3 +385,13 @@ def test_a_change_of_preprocessing_is_a_miss(tiny_vit_224, tmp_path):
         np.testing.assert_array_equal(computed, cached)
     assert not np.allclose(out["library"][0], out["authors"][0])
     np.testing.assert_allclose(out["authors"][0], authors.encode(paths, progress=False), atol=1e-6)
+
+
+def test_inputs_are_hashed_the_same_in_any_chunking(tmp_path, monkeypatch):
+    paths = image_files(tmp_path, n=5)
+    items = [paths[0], Image.new("RGB", (2, 2)), b"raw", *paths[1:], paths[0]]
+    expected = inputs_sha256(items, "image")
+    monkeypatch.setattr(cache, "_ITEMS_PER_CHUNK", 2)
+    assert inputs_sha256(items, "image") == expected
+    (embeddings_dir() / "file-hashes.sqlite3").unlink()
+    assert inputs_sha256(items, "image") == expected
