@@ -234,16 +234,19 @@ def test_an_untokenizable_text_is_skipped_alone_not_with_its_batch(tiny_st_dir):
         enc.prepare(b"a cat")
 
 
-def test_text_features_record_the_tokenizer(tiny_st_dir):
+def test_text_features_record_the_tokenizer(tiny_st_dir, tmp_path):
     enc = load_text_encoder(f"sentence-transformers:{tiny_st_dir}", device="cpu")
     again = load_text_encoder(f"sentence-transformers:{tiny_st_dir}", device="cpu")
-    assert enc.features["preprocessing"].startswith("tokenizer:")
+    assert enc.features["preprocessing"] == "tokenizer:max_seq_length=32"
     enc.encode(["a cat"], progress=False)  # encoding sets the tokenizer's truncation state: no effect on the id
     assert again.features_id == enc.features_id
+    # the same weights truncating at 8 tokens compute other numbers for long texts: another id
     again.model.max_seq_length = 8
-    changed = load_text_encoder(f"sentence-transformers:{tiny_st_dir}", device="cpu")
-    changed.preprocessing_config = {**changed.preprocessing_config, "max_seq_length": 8}
-    assert changed.features_id != enc.features_id
+    again.model.save(str(tmp_path / "short"))
+    same, short = (encoders.SentenceTransformerEncoder("st", str(folder), "cpu") for folder in (tiny_st_dir,
+                                                                                                 tmp_path / "short"))
+    assert short.weights_id == same.weights_id and short.name == same.name
+    assert short.features_id != same.features_id
 
 
 def split_zip_of(folder, parts, tmp_path, top="all-mpnet-base-v2"):
