@@ -217,17 +217,16 @@ class Asif:
 def load(profile: str = "demo", *, bundle=None, device: str = "auto", progress: bool = True, **overrides) -> Asif:
     """Build the profile's ASIF model: both encoders, the anchors (embedded once and cached, or streamed into an
     anchor bundle, or ``bundle=`` someone shared: see ``profile_anchors``), and return an :class:`Asif`.
-    ``overrides`` replace profile fields (``k``, ``p``, ``n_pairs``, ``image_encoder``, ``text_encoder``,
-    ``collection``, ``image_preprocessing``)."""
+    ``overrides`` replace profile fields (``k``, ``p``, ``n_pairs``, ``image_encoder``, ``image_preprocessing``,
+    ``text_encoder``, ``collection``).
+
+    The image encoder is loaded with the profile's ``image_preprocessing`` ("authors" for the paper profile: the
+    anchors must be embedded the way the authors' precomputed evaluation embeddings were)."""
     prof = get_profile(profile, **overrides)
-    image_encoder = load_image_encoder(prof.image_encoder, device=device, **_image_options(prof))
+    image_encoder = load_image_encoder(prof.image_encoder, device=device, preprocessing=prof.image_preprocessing)
     text_encoder = load_text_encoder(prof.text_encoder, device=device)
     anchors = profile_anchors(prof, image_encoder, text_encoder, bundle=bundle, device=device, progress=progress)
     model = AsifModel(anchors.anchor_images, anchors.anchor_texts, k=prof.k, p=prof.p,
                       ids=list(anchors.collection.ids), device=device)
     return Asif(model, image_encoder, text_encoder, anchors=anchors, profile=prof)
 
-
-def _image_options(prof: Profile) -> dict:
-    preprocessing = getattr(prof, "image_preprocessing", None)
-    return {"preprocessing": preprocessing} if preprocessing else {}

@@ -16,6 +16,10 @@ class Profile:
     name: str
     description: str
     image_encoder: str
+    # The image encoder's preprocessing (``load_image_encoder(..., preprocessing=)``); None: the encoder's default.
+    # The paper profile pins "authors": the ASIF authors' own pipeline, which made the precomputed evaluation
+    # embeddings they distribute; anchors embedded any other way would not live in the same space as those.
+    image_preprocessing: str | None
     text_encoder: str
     collection: str
     n_pairs: int | None  # None: the whole collection
@@ -34,6 +38,7 @@ PROFILES: dict[str, Profile] = {
         name="demo",
         description="Offline on a CPU in minutes: EfficientNet-Lite2 + all-MiniLM-L6-v2, ~5k packaged pairs.",
         image_encoder="efficientnet-lite2",
+        image_preprocessing=None,
         text_encoder="all-MiniLM-L6-v2",
         collection="demo",
         n_pairs=None,
@@ -52,6 +57,7 @@ PROFILES: dict[str, Profile] = {
         name="paper",
         description="The paper's Table 1: ViT-B/16 in21k + all-mpnet-base-v2, first 1.6M CC12M pairs (internet, GPU).",
         image_encoder="vit-b16-in21k",
+        image_preprocessing="authors",
         text_encoder="all-mpnet-base-v2",
         collection="cc12m",
         n_pairs=1_600_000,
@@ -86,7 +92,10 @@ PAPER_UNKNOWN_TOKEN = {"threshold": 0.0039, "accuracy": 0.495, "unknown": 0.297,
 
 def get_profile(name: str = "demo", **overrides) -> Profile:
     """The named profile, with any field overridden (``None`` overrides are ignored, so papermill
-    parameters left at ``None`` keep the profile's value)."""
+    parameters left at ``None`` keep the profile's value).
+
+    ``image_preprocessing`` belongs to the profile's image encoder: overriding ``image_encoder`` with another
+    encoder without overriding ``image_preprocessing`` too resets it to None (that encoder's default)."""
     if name not in PROFILES:
         raise ValueError(f"profile={name!r} is unknown: choose one of {sorted(PROFILES)}.")
     fields = {f.name for f in dataclasses.fields(Profile)}
@@ -94,7 +103,10 @@ def get_profile(name: str = "demo", **overrides) -> Profile:
     if unknown:
         raise ValueError(f"get_profile got unknown fields {sorted(unknown)}: valid fields are {sorted(fields)}.")
     changes = {key: value for key, value in overrides.items() if value is not None}
+    base = PROFILES[name]
+    if changes.get("image_encoder", base.image_encoder) != base.image_encoder and "image_preprocessing" not in changes:
+        changes["image_preprocessing"] = None
     for key in ("evals", "sweep_n_pairs", "sweep_k", "sweep_p"):
         if key in changes:
             changes[key] = tuple(changes[key])
-    return dataclasses.replace(PROFILES[name], **changes)
+    return dataclasses.replace(base, **changes)

@@ -53,7 +53,7 @@ def best_rate(encode, items, batch_size: int) -> float:
 
 
 def main() -> int:
-    from asif_nb.encoders import load_image, load_image_encoder, load_text_encoder
+    from asif_nb.encoders import load_image_encoder, load_text_encoder
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"CPU cores: {os.cpu_count()}")
@@ -62,11 +62,11 @@ def main() -> int:
     image_rate = best_rate(image.encode, files, 32)
     # the two stages alone, to show which one limits: decoding + resizing (one thread) and the network
     start = time.perf_counter()
-    pixels = [image.preprocess(load_image(f, image.draft_size)) for f in files]
+    pixels = [image.prepare(f) for f in files]
     decode_rate = len(files) / (time.perf_counter() - start)
     start = time.perf_counter()
     for i in range(0, len(pixels), 32):
-        image._forward(pixels[i:i + 32])
+        image.forward(pixels[i:i + 32])
     network_rate = len(files) / (time.perf_counter() - start)
     print(f"  stages alone: decode+preprocess {decode_rate:.0f} images/s on one thread, "
           f"onnxruntime network {network_rate:.1f} images/s")

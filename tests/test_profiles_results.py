@@ -22,6 +22,16 @@ def test_get_profile_overrides_and_ignores_none():
         get_profile("demo", kk=3)
 
 
+def test_the_paper_profile_embeds_images_the_authors_way():
+    assert PROFILES["paper"].image_preprocessing == "authors" and PROFILES["demo"].image_preprocessing is None
+    assert get_profile("paper", k=5).image_preprocessing == "authors"
+    assert get_profile("paper", image_encoder="vit-b16-in21k").image_preprocessing == "authors"
+    # another image encoder takes its own default unless the preprocessing is overridden too
+    assert get_profile("paper", image_encoder="efficientnet-lite2").image_preprocessing is None
+    assert get_profile("paper", image_encoder="hf:/my/vit", image_preprocessing="authors").image_preprocessing == (
+        "authors")
+
+
 def test_prompts_are_class_major():
     assert prompts_for(["cat", "dog"], ["a {c}.", "the {c}!"]) == ["a cat.", "the cat!", "a dog.", "the dog!"]
     with pytest.raises(ValueError, match="templates"):
