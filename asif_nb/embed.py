@@ -28,6 +28,8 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
+import io
+import json
 import os
 import re
 import sys
@@ -45,6 +47,7 @@ from .transfer import Limits
 
 DEFAULT_SHARD_ROWS = 50_000
 DEFAULT_BATCH_SIZE = 64
+DECODES = ("auto", "pil", "torchvision")
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -97,14 +100,29 @@ def resolve_source(collection, n_shards: int | None = None, revision: str | None
 
 # --------------------------------------------------------------------------------------------- identity
 
-def _identity(encoder) -> dict:
-    """What decides an encoder's numbers, for ``bundle.json`` (its ``features`` and ``features_id``)."""
-    features = dict(getattr(encoder, "features", None) or {
-        "name": encoder.name, "weights_id": encoder.weights_id, "preprocessing": encoder.preprocessing})
-    features["features_id"] = getattr(encoder, "features_id", None) or hashlib.sha256(
-        repr(sorted(features.items())).encode()).hexdigest()[:16]
-    features["dim"] = int(encoder.dim)
-    return features
+def _identity(encoder, decode: str = "pil") -> dict:
+    """What decides an encoder's numbers, for ``bundle.json``: its ``features``, ``features_id`` and ``dim``. Images
+    decoded by torchvision (nvjpeg on a GPU) are not bit-identical to PIL's: that decode gets its own identity."""
+    features = {**encoder.features, "dim": int(encoder.dim)}
+    if decode == "pil":
+        return {**features, "features_id": encoder.features_id}
+    features["decode"] = f"torchvision.io.decode_jpeg on {features['device']}"
+    digest = hashlib.sha256(json.dumps(features, sort_keys=True).encode()).hexdigest()[:16]
+    return {**features, "features_id": f"f-{digest}"}
+
+
+def _decode_choice(decode: str, device: str, image_encoder) -> str:
+    """``auto``: JPEGs are decoded on the GPU (nvjpeg, batched) when the model runs there and its preprocessing is
+    tensor arithmetic (the authors' ViT/DINO); otherwise by PIL in the worker threads."""
+    if decode not in DECODES:
+        raise ValueError(f"decode={decode!r}: use one of {DECODES}.")
+    gpu_ready = getattr(image_encoder, "tensor_preprocess", None) is not None
+    if decode == "auto":
+        return "torchvision" if gpu_ready and str(device).startswith("cuda") else "pil"
+    if decode == "torchvision" and not gpu_ready:
+        raise ValueError(f"decode='torchvision' needs an image encoder whose preprocessing is tensor arithmetic "
+                         f"(the authors' ViT/DINO); {image_encoder.name} preprocesses with PIL: use decode='pil'.")
+    return decode
 
 
 def _slug(text: str) -> str:
@@ -139,35 +157,82 @@ def _check_same(existing: dict, header: dict, out: Path) -> None:
 
 # --------------------------------------------------------------------------------------------- the pipeline
 
-def _prepare(sample: Sample, image_encoder, text_encoder):
-    """(image array, caption, None) or (None, None, reason): decode + preprocess one sample (a worker thread)."""
+def _prepare(sample: Sample, image_encoder, text_encoder, decode: str):
+    """(image, caption, None) or (None, None, reason) for one sample, in a worker thread: decoded and preprocessed
+    by PIL, or — for GPU decoding — a JPEG checked and kept as bytes (any other format decoded to uint8 pixels)."""
     if sample.skip is not None:
         return None, None, sample.skip
     try:
-        return _prep(image_encoder, sample.image), _prep(text_encoder, sample.caption), None
+        caption = text_encoder.prepare(sample.caption)
+        if decode == "pil":
+            return image_encoder.prepare(sample.image), caption, None
+        return _jpeg_or_pixels(sample.image), caption, None
     except ValueError as err:
         return None, None, str(err)
 
 
-def _prep(encoder, item):  # TEMPORARY shim until the encoders branch lands
-    if hasattr(encoder, "prepare"):
-        return encoder.prepare(item)
-    ok, value = encoder._prepare(item)
-    if not ok:
-        raise ValueError(value)
-    return value
+def _jpeg_or_pixels(data: bytes):
+    from PIL import Image
+
+    from .encoders import load_image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            kind = image.format
+    except Exception as err:  # PIL raises many kinds on a file it cannot identify
+        raise ValueError(f"Cannot read image <{len(data)} bytes>: {type(err).__name__}: {err}") from None
+    if kind == "JPEG":
+        return ("jpeg", data)
+    return ("pixels", np.asarray(load_image(data), dtype=np.uint8).transpose(2, 0, 1).copy())
 
 
-def _fwd(encoder, items):  # TEMPORARY shim
-    return encoder.forward(items) if hasattr(encoder, "forward") else encoder._forward(items)
+def _gpu_pixels(items, image_encoder):
+    """Decode a batch's JPEGs together with torchvision (nvjpeg on a GPU) and preprocess them on the device."""
+    import warnings
+
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    device = image_encoder.device
+    decoded = [None] * len(items)
+    jpegs = [i for i, (kind, _) in enumerate(items) if kind == "jpeg"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
+        if jpegs:
+            data = [torch.frombuffer(bytearray(items[i][1]), dtype=torch.uint8) for i in jpegs]
+            try:
+                out = decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+            except RuntimeError:  # one bad JPEG fails the batch: decode one by one, PIL for those it cannot
+                out = [_decode_one(d, device) for d in data]
+            for i, pixels in zip(jpegs, out):
+                decoded[i] = pixels
+    for i, (kind, value) in enumerate(items):
+        if kind == "pixels":
+            decoded[i] = torch.from_numpy(value).to(device)
+    with torch.no_grad():
+        return torch.stack([image_encoder.tensor_preprocess(pixels) for pixels in decoded])
 
 
-def _prepared(samples, image_encoder, text_encoder, pool, window: int):
-    """(sample, image array, caption, reason) in stream order, preparing up to ``window`` samples ahead."""
+def _decode_one(data, device):
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from .encoders import load_image
+
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+    except RuntimeError:
+        pixels = np.asarray(load_image(bytes(data.numpy())), dtype=np.uint8).transpose(2, 0, 1).copy()
+        return torch.from_numpy(pixels).to(device)
+
+
+
+def _prepared(samples, image_encoder, text_encoder, decode, pool, window: int):
+    """(sample, image, caption, reason) in stream order, preparing up to ``window`` samples ahead."""
     pending = collections.deque()
     try:
         for sample in samples:
-            pending.append((sample, pool.submit(_prepare, sample, image_encoder, text_encoder)))
+            pending.append((sample, pool.submit(_prepare, sample, image_encoder, text_encoder, decode)))
             if len(pending) >= window:
                 sample, future = pending.popleft()
                 yield (sample, *future.result())
@@ -182,12 +247,13 @@ def _prepared(samples, image_encoder, text_encoder, pool, window: int):
         yield (sample, *future.result())
 
 
-def _embed_shard(rows, image_encoder, text_encoder, batch_size: int):
+def _embed_shard(rows, image_encoder, text_encoder, batch_size: int, decode: str):
     images, texts = [], []
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]
-        images.append(_fwd(image_encoder, [row[1] for row in batch]))
-        texts.append(_fwd(text_encoder, [row[2] for row in batch]))
+        pixels = [row[1] for row in batch]
+        images.append(image_encoder.forward(pixels if decode == "pil" else _gpu_pixels(pixels, image_encoder)))
+        texts.append(text_encoder.forward([row[2] for row in batch]))
     return np.concatenate(images), np.concatenate(texts)
 
 
@@ -195,12 +261,14 @@ def embed_collection(collection, image_encoder, text_encoder, *, n_pairs: int | 
                      out: str | os.PathLike | None = None, shard_rows: int = DEFAULT_SHARD_ROWS,
                      batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", dtype: str = "float16",
                      workers: int | None = None, n_shards: int | None = None, limits: Limits | None = None,
-                     progress: bool = True) -> Path:
+                     decode: str = "auto", progress: bool = True) -> Path:
     """Embed the first ``n_pairs`` usable pairs of ``collection`` into an anchor bundle; return its folder.
 
     ``image_encoder`` / ``text_encoder`` are names (loaded on ``device``) or loaded encoders. ``out`` defaults to
     ``default_out(...)`` in the cache. Resumes and extends an existing bundle of the same source and encoders;
-    refuses one made from anything else. See the module docstring.
+    refuses one made from anything else. ``decode``: "pil" (worker threads), "torchvision" (batched on the
+    model's device: nvjpeg on a GPU) or "auto" (torchvision on a GPU when the preprocessing allows). See the module
+    docstring.
     """
     import filelock
     from tqdm.auto import tqdm
@@ -219,7 +287,8 @@ def embed_collection(collection, image_encoder, text_encoder, *, n_pairs: int | 
         image_encoder = load_image_encoder(image_encoder, device=device)
     if isinstance(text_encoder, str):
         text_encoder = load_text_encoder(text_encoder, device=device)
-    image_id, text_id = _identity(image_encoder), _identity(text_encoder)
+    decode = _decode_choice(decode, device, image_encoder)
+    image_id, text_id = _identity(image_encoder, decode), _identity(text_encoder)
     limits = limits or Limits()
 
     # A bundle already at `out` pins the source's revision: a resumed run reads the very same data.
@@ -249,10 +318,11 @@ def embed_collection(collection, image_encoder, text_encoder, *, n_pairs: int | 
                         rows=sum(s["rows"] for s in shards), skipped=sum(len(s["skipped"]) for s in shards))
         position = Position(**shards[-1]["source_end"]) if shards else Position()
         return _run(source, manifest, out, position, image_encoder, text_encoder, batch_size, workers, limits,
-                    progress, tqdm)
+                    decode, progress, tqdm)
 
 
-def _run(source, manifest, out, position, image_encoder, text_encoder, batch_size, workers, limits, progress, tqdm):
+def _run(source, manifest, out, position, image_encoder, text_encoder, batch_size, workers, limits, decode, progress,
+         tqdm):
     target, shard_rows = manifest["n_pairs"], manifest["shard_rows"]
     workers = workers or max(1, min(8, os.cpu_count() or 1))
     bar = tqdm(total=target, initial=manifest["rows"], unit="img", disable=not progress,
@@ -260,7 +330,7 @@ def _run(source, manifest, out, position, image_encoder, text_encoder, batch_siz
     started, first_rows = time.perf_counter(), manifest["rows"]
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            stream = _prepared(source.samples(position, limits), image_encoder, text_encoder, pool,
+            stream = _prepared(source.samples(position, limits), image_encoder, text_encoder, decode, pool,
                                window=max(2 * batch_size, 4 * workers))
             while target is None or manifest["rows"] < target:
                 want = shard_rows if target is None else min(shard_rows, target - manifest["rows"])
@@ -274,7 +344,7 @@ def _run(source, manifest, out, position, image_encoder, text_encoder, batch_siz
                         break
                 exhausted = len(rows) < want
                 if rows:
-                    images, texts = _embed_shard(rows, image_encoder, text_encoder, batch_size)
+                    images, texts = _embed_shard(rows, image_encoder, text_encoder, batch_size, decode)
                     record = write_shard(out, len(manifest["shards"]), images, texts, [r[0].key for r in rows],
                                          [r[0].caption for r in rows], manifest["dtype"])
                     record["source_end"] = rows[-1][0].after.as_dict()
@@ -318,11 +388,14 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float16", choices=list(DTYPES))
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: the CPU count, ≤ 8)")
     parser.add_argument("--shards", type=int, default=None, help="number of shards of a wds: template")
+    parser.add_argument("--decode", default="auto", choices=list(DECODES),
+                        help="auto: on the GPU (nvjpeg) when possible, else PIL in worker threads")
     args = parser.parse_args(argv)
     try:
         out = embed_collection(args.collection, args.image_encoder, args.text_encoder, n_pairs=args.n_pairs,
                                out=args.out, shard_rows=args.shard_rows, batch_size=args.batch_size,
-                               device=args.device, dtype=args.dtype, workers=args.workers, n_shards=args.shards)
+                               device=args.device, dtype=args.dtype, workers=args.workers, n_shards=args.shards,
+                               decode=args.decode)
     except (ShardError, BundleError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

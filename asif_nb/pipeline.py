@@ -71,6 +71,23 @@ def check_encoders(anchors: AnchorSet, image_encoder, text_encoder) -> None:
                 f"load the same encoder (name and preprocessing) as the anchors, or embed the anchors again.")
 
 
+def preview_pairs(prof: Profile, n: int = 12, seed: int = 0) -> tuple[list, list[str], list[dict]]:
+    """Up to ``n`` anchor pairs to look at, as ``(images, captions, sources)``: a random sample of a stored
+    collection, or the first pairs of a streamed one (decoded in memory; nothing is written)."""
+    if prof.collection in ("cc12m", "cc3m") or prof.collection.startswith("wds:"):
+        from .embed import resolve_source
+        from .stream import peek
+
+        source = resolve_source(prof.collection)
+        pairs = peek(source, n)
+        return [image for image, _ in pairs], [caption for _, caption in pairs], [
+            {"source": source.name, "licence": source.licence, **source.identity}]
+    collection = load_collection(prof.collection, n_pairs=prof.n_pairs)
+    shown = np.random.default_rng(seed).choice(len(collection), size=min(n, len(collection)), replace=False)
+    return ([collection[int(i)].image for i in shown], [collection[int(i)].caption for i in shown],
+            collection.sources)
+
+
 def profile_anchors(prof: Profile, image_encoder, text_encoder, *, bundle=None, device: str = "auto",
                     progress: bool = True) -> AnchorSet:
     """The anchors of a profile. ``bundle``: a shared anchor bundle (folder, URL, hub repo, manifest id; see
@@ -130,6 +147,29 @@ def embed_eval(evalset, image_encoder, text_encoder, progress: bool = True) -> E
     return EvalEmbeddings(evalset.name, images, prompts, captions, np.asarray(evalset.labels, dtype=np.int64),
                           list(evalset.class_names), templates, max(len(templates), 1), evalset,
                           image_encoder.name, text_encoder.name)
+
+
+def eval_embeddings(name: str, image_encoder, text_encoder, *, precomputed=None, n: int | None = None,
+                    progress: bool = True) -> EvalEmbeddings:
+    """The evaluation set ``name`` in embedding space. ``precomputed`` (a manifest id or a path to the authors'
+    tar or folder) serves ``imagenet`` from the authors' precomputed embeddings (``load_precomputed``: no ImageNet
+    download, and a refusal when they were made by other encoders than ``image_encoder`` / ``text_encoder``);
+    every other set is loaded and embedded (cached)."""
+    if precomputed and name == "imagenet":
+        from .precomputed import load_precomputed
+
+        return load_precomputed(precomputed, image_encoder=image_encoder, text_encoder=text_encoder)
+    from .data import load_eval
+
+    return embed_eval(load_eval(name, n=n), image_encoder, text_encoder, progress=progress)
+
+
+def precomputed_for(prof: Profile, choice: str | None = "auto") -> str | None:
+    """A notebook's ``precomputed`` parameter: "auto" → the profile's default (the paper: the authors' ImageNet
+    test half), "" / None → none, anything else (manifest id or path) as given."""
+    if choice == "auto":
+        return prof.precomputed_imagenet
+    return choice or None
 
 
 def evaluate(model: AsifModel, embedded: EvalEmbeddings, reduce: str = "max") -> dict:

@@ -12,6 +12,25 @@ def cache_dir() -> Path:
     return path
 
 
+DRIVE_CACHE = "/content/drive/MyDrive/asif_nb_cache"
+
+
+def colab_cache(on_drive: bool = True) -> Path:
+    """On Colab with ``on_drive``, keep the cache on Google Drive (mounted at ``/content/drive``) so embeddings and
+    anchor bundles survive the VM; anywhere else, or when ``ASIF_CACHE`` is set already, change nothing.
+    Returns the cache directory in use."""
+    import sys
+
+    if on_drive and "google.colab" in sys.modules and not os.environ.get("ASIF_CACHE"):
+        from google.colab import drive  # only importable on Colab
+
+        drive.mount("/content/drive")
+        os.environ["ASIF_CACHE"] = DRIVE_CACHE
+    path = cache_dir()
+    print(f"cache: {path}")
+    return path
+
+
 def resolve_device(device: str | None = "auto") -> str:
     """``"auto"`` picks ``"cuda"`` when torch sees a GPU, else ``"cpu"``; anything else is checked and returned."""
     if device in (None, "auto"):

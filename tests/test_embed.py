@@ -220,3 +220,31 @@ def test_the_command_line_reports_errors_without_a_traceback(fake_hub, tmp_path)
                             env={**os.environ})
     assert result.returncode == 1
     assert "error:" in result.stderr and "Traceback" not in result.stderr and REPO in result.stderr
+
+
+def test_decoding_on_the_device_keeps_the_rows_and_gets_its_own_identity(fake_hub, make_shard, make_jpeg, encoders,
+                                                                        tmp_path):
+    import io as _io
+
+    from PIL import Image
+    from transformers import ViTConfig, ViTModel
+
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                       image_size=224, patch_size=16), add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    vit = load_image_encoder(f"hf:{tmp_path / 'vit'}", device="cpu", preprocessing="authors")
+    samples = _samples(make_jpeg, 0, 8, bad=[2])
+    png = _io.BytesIO()
+    Image.open(_io.BytesIO(make_jpeg(99))).save(png, format="PNG")
+    samples[5] = {"__key__": samples[5]["__key__"], "png": png.getvalue(), "txt": "a png among jpegs"}
+    fake_hub.add_file(REPO, PATTERN.format(shard=0), make_shard(samples))
+    options = dict(n_pairs=6, shard_rows=4, batch_size=3, limits=FAST, progress=False)
+    by_pil = load_bundle(embed_collection("cc12m", vit, encoders[1], out=tmp_path / "pil", decode="pil", **options))
+    by_torch = load_bundle(embed_collection("cc12m", vit, encoders[1], out=tmp_path / "tv", decode="torchvision",
+                                            **options))
+    assert by_torch.collection.ids == by_pil.collection.ids and "000000002" not in by_pil.collection.ids
+    assert by_torch.image_encoder["features_id"] != by_pil.image_encoder["features_id"]
+    assert "decode_jpeg" in by_torch.image_encoder["decode"]
+    np.testing.assert_allclose(np.asarray(by_torch.anchor_images, dtype=np.float32),
+                               np.asarray(by_pil.anchor_images, dtype=np.float32), atol=0.05)
+    with pytest.raises(ValueError, match="decode='pil'"):
+        embed_collection("cc12m", encoders[0], encoders[1], out=tmp_path / "x", decode="torchvision", **options)
