@@ -210,7 +210,7 @@ def open_stream(url: str, *, offset: int = 0, expected_bytes: int | None = None,
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ValueError(f"open_stream({name}={value!r}): pass a whole number of bytes >= 0.")
     caps = [(c, r) for c, r in ((expected_bytes, "the expected size"), (max_bytes, "the cap max_bytes")) if c is not None]
-    cap, cap_reason = min(caps) if caps else (None, "")
+    cap, cap_reason = min(caps, key=lambda c: c[0]) if caps else (None, "")  # a tie names the expected size
     if cap is not None and offset > cap:
         raise ValueError(f"open_stream(offset={offset}) lies past {cap_reason} ({cap} bytes): start from 0.")
     scheme = urllib.parse.urlsplit(url).scheme.lower()
@@ -222,7 +222,7 @@ def open_stream(url: str, *, offset: int = 0, expected_bytes: int | None = None,
     announced_end = start + announced_length if announced_length is not None else None
     total = expected_bytes if expected_bytes is not None else announced_end
     stream = Stream(source, url=url, what=what, status=status, headers=response_headers, offset=start, total=total,
-                    announced_end=announced_end, cap=cap, cap_reason=f"{cap_reason}", limits=limits,
+                    announced_end=announced_end, cap=cap, cap_reason=cap_reason, limits=limits,
                     waited=time.monotonic() - started)
     if cap is not None and announced_end is not None and announced_end > cap:
         stream.close()
