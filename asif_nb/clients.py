@@ -1,9 +1,10 @@
 """The external tools a manifest source may name — ``apt-get download``, ``npm pack``, ``gdown`` — each asked for
 one file, which lands in ``part`` for ``asif_nb.download`` to verify.
 
-apt-get and npm run with a 30-minute deadline. gdown gives no control over its transfer, so it runs as a
-subprocess under ``asif_nb.transfer.run_watched``: killed (with its children) when its file passes the cap,
-stops growing or grows slower than the minimum rate.
+apt-get and npm run with a 30-minute deadline (npm fills its own cache, not the scratch folder, so its progress
+cannot be watched). gdown gives no control over its transfer, so it runs under ``run_watched``: held to the same
+``asif_nb.transfer.Limits`` as a stream by the growth of the files it writes, and killed (with its children) when
+they pass the cap, stop growing or grow slower than the minimum rate.
 """
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from .transfer import Limits, run_watched
+from .transfer import Limits, TransferError
 
 # gdown is run as: GDOWN_COMMAND + [<id>, "-O", <file>, "--quiet"]. Tests put a stand-in script here.
 GDOWN_COMMAND = [sys.executable, "-m", "gdown"]
@@ -29,6 +32,98 @@ class SourceFailed(Exception):
 class DrivePage(SourceFailed):
     """Google Drive sent its quota / virus-scan HTML page instead of the file."""
 
+
+# --------------------------------------------------------------------------------------------- watched tools
+
+def run_watched(command: list[str], *, watch: str | os.PathLike, max_bytes: int, limits: Limits | None = None,
+                what: str, url: str, progress: bool = False, cwd: str | os.PathLike | None = None
+                ) -> subprocess.CompletedProcess:
+    """Run a downloading tool and hold it to ``limits`` by the growth of the files under ``watch``.
+
+    The tool (and any child it starts) is killed, and ``TransferError`` raised, when the files pass ``max_bytes``
+    (kind ``cap``), do not grow for ``read_timeout`` (``connect_timeout + read_timeout`` before the first byte;
+    kind ``timeout``) or grow slower than ``min_rate`` on average once ``grace`` has passed (kind ``stall``).
+    Returns the finished process with its stdout and stderr together in ``stdout`` (text).
+    """
+    from tqdm.auto import tqdm
+
+    limits = limits if limits is not None else Limits()
+    watch = Path(watch)
+    poll = max(0.02, min(0.25, limits.read_timeout / 4, limits.grace / 4 or 0.25))
+    posix = os.name == "posix"
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=cwd, start_new_session=posix)
+        failure = None
+        try:
+            with tqdm(total=max_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=what,
+                      disable=not progress) as bar:
+                failure = _watch(process, watch, max_bytes, limits, poll, bar)
+        finally:
+            if failure is not None or process.poll() is None:
+                _kill(process, posix)
+        size = _tree_size(watch)
+        if failure is None and size > max_bytes:  # written past the cap between two looks, then exited
+            failure = ("cap", f"wrote {size} bytes, more than the cap of {max_bytes}", False)
+        if failure is not None:
+            kind, summary, transient = failure
+            advice = ("the mirror may be overloaded: try again later or use another mirror" if transient
+                      else "report it or use another mirror")
+            raise TransferError(f"{summary} (the tool was stopped)", what=what, url=url, kind=kind,
+                                transient=transient, advice=advice)
+        log.seek(0)
+        output = log.read().decode("utf-8", errors="replace")
+    return subprocess.CompletedProcess(command, process.returncode, stdout=output, stderr="")
+
+
+def _watch(process, watch: Path, max_bytes: int, limits: Limits, poll: float, bar):
+    """Poll until the process exits (``None``) or breaks a limit: ``(kind, summary, transient)``."""
+    started = last_growth = time.monotonic()
+    size = 0
+    while True:
+        try:
+            process.wait(timeout=poll)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        now, new_size = time.monotonic(), _tree_size(watch)
+        if new_size > max_bytes:
+            return "cap", f"wrote more than the cap of {max_bytes} bytes ({new_size} so far)", False
+        if new_size > size:
+            bar.update(new_size - size)
+            size, last_growth = new_size, now
+        idle_allowed = limits.read_timeout + (0 if size else limits.connect_timeout)
+        if now - last_growth > idle_allowed:
+            return "timeout", f"no byte arrived for {now - last_growth:.1f} s (read timeout) after {size} bytes", True
+        elapsed = now - started
+        if limits.min_rate and elapsed > limits.grace and size / elapsed < limits.min_rate:
+            return "stall", (f"stalled: {size} bytes in {elapsed:.1f} s, below the minimum of "
+                             f"{limits.min_rate:g} B/s"), True
+
+
+def _tree_size(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except FileNotFoundError:  # renamed between the listing and the look
+                pass
+    return total
+
+
+def _kill(process: subprocess.Popen, posix: bool) -> None:
+    try:
+        if posix:
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: the tool and every child it started
+        else:
+            process.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+
+
+# --------------------------------------------------------------------------------------------- the clients
 
 def run_package_client(client, source: dict, part: Path, progress: bool) -> None:
     """Let apt-get / npm download one package into a scratch folder beside ``part``, then move it there."""

@@ -5,30 +5,27 @@
 passed, and a byte cap. A mirror that trickles, stops, sends too much or closes early raises ``TransferError``
 (an ``OSError``) whose message names what was being fetched, the URL and what happened. ``is_transient`` tells
 the failures worth retrying from the rest, and ``with_retries`` is the one retry policy (exponential backoff)
-every caller shares.
-
-Tools whose transfer we cannot drive (gdown) run under ``run_watched``: the same limits, applied to the growth of
-the files the tool writes, and the tool (with its children) is killed on a violation.
+every caller shares. (Tools whose transfer we cannot drive, like gdown, are held to the same ``Limits`` by
+``asif_nb.clients.run_watched``.)
 """
 from __future__ import annotations
 
+import contextlib
 import email.message
+import functools
 import http.client
 import io
 import mimetypes
 import os
 import re
-import signal
 import socket
 import ssl
-import subprocess
-import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, TypeVar
 
 _CHUNK = 1 << 20
@@ -39,8 +36,9 @@ T = TypeVar("T")
 class TransferError(OSError):
     """A transfer failed or broke a limit. ``str(err)`` is ``"<what> from <url>: <summary>[; <advice>]"``.
 
-    Attributes: ``what``, ``url``, ``summary`` (what happened, short), ``advice``, ``kind`` (one of ``connect``,
-    ``timeout``, ``stall``, ``cap``, ``truncated``, ``size``, ``http``, ``range``, ``io``), ``status`` (the HTTP
+    Attributes: ``what``, ``url``, ``summary`` (what happened, short), ``advice``, ``kind`` (one of ``connect``
+    (no connection, no answer in time, or the connection broke), ``timeout`` (a read waited too long), ``stall``
+    (below the minimum rate), ``cap``, ``truncated``, ``size``, ``http``, ``range``, ``io``), ``status`` (the HTTP
     status, else ``None``), ``transient`` (worth retrying) and ``attempts`` (the summaries of every attempt when
     ``with_retries`` gave up).
     """
@@ -69,8 +67,8 @@ def _rebuild(cls, summary, fields):
 class Limits:
     """How long and how slowly a transfer may go on, and how often a transient failure is retried."""
 
-    connect_timeout: float = 15.0  # seconds to connect and receive the response headers
-    read_timeout: float = 60.0  # seconds one read may wait for any byte
+    connect_timeout: float = 15.0  # seconds to connect and receive the response headers (redirects included)
+    read_timeout: float = 60.0  # seconds one read may take (one wait for bytes)
     min_rate: float = 20_000.0  # bytes/s, averaged over the time spent waiting on the mirror, after `grace`
     grace: float = 30.0  # seconds of waiting before min_rate applies
     retries: int = 3  # extra attempts for transient failures (with_retries)
@@ -99,13 +97,16 @@ class Stream(io.RawIOBase):
 
     ``read1(n)`` and ``readinto(b)`` make one bounded wait on the mirror and may return fewer bytes; ``read(n)``
     returns exactly ``n`` bytes unless the stream ends (``read()``/``read(-1)``: everything). Each underlying
-    wait is at most ``read_timeout``, so a trickling mirror is caught by the rate check between waits.
+    read takes at most ``read_timeout`` (a watchdog shuts the socket under one that would go on, e.g. a chunk
+    header trickling in), so a trickling mirror is caught by the rate check between reads.
     """
 
     def __init__(self, source, *, url: str, what: str, status, headers, offset: int, total: int | None,
-                 announced_end: int | None, cap: int | None, cap_reason: str, limits: Limits, waited: float):
+                 announced_end: int | None, cap: int | None, cap_reason: str, limits: Limits, waited: float,
+                 watchdog: _Watchdog | None = None):
         super().__init__()
         self._source, self.url, self.what, self.status, self.headers = source, url, what, status, headers
+        self._watchdog = watchdog
         self.offset, self.total, self.bytes_read = offset, total, 0
         self._announced_end, self._cap, self._cap_reason, self._limits = announced_end, cap, cap_reason, limits
         self._waited, self._eof = waited, False
@@ -126,13 +127,15 @@ class Stream(io.RawIOBase):
             want = min(want, max(self._cap - self.position, 0) + 1)  # one byte past the cap reveals a violation
         started = time.monotonic()
         try:
-            data = self._source.read1(want)
-        except TimeoutError:
-            raise self._error("timeout", f"no byte arrived for {self._limits.read_timeout:g} s (read timeout) "
-                              f"after {self.position} bytes", transient=True, advice=_OVERLOADED) from None
-        except (OSError, http.client.HTTPException) as err:
+            with self._watchdog.armed(self._limits.read_timeout) if self._watchdog else _NO_WATCHDOG:
+                data = self._source.read1(want)
+        except (TimeoutError, OSError, http.client.HTTPException) as err:
+            if isinstance(err, TimeoutError) or (self._watchdog and self._watchdog.fired):
+                raise self._timeout() from None
             raise self._error("connect", f"the connection broke after {self.position} bytes "
                               f"({type(err).__name__}: {err})", transient=True) from None
+        if self._watchdog and self._watchdog.fired:  # the socket was shut under a read that would not end
+            raise self._timeout()
         self._waited += time.monotonic() - started
         if not data:
             self._eof = True
@@ -167,9 +170,15 @@ class Stream(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             try:
+                if self._watchdog:
+                    self._watchdog.stop()
                 self._source.close()
             finally:
                 super().close()
+
+    def _timeout(self) -> TransferError:
+        return self._error("timeout", f"no byte arrived for {self._limits.read_timeout:g} s (read timeout) after "
+                           f"{self.position} bytes", transient=True, advice=_OVERLOADED)
 
     def _check_rate(self) -> None:
         limits = self._limits
@@ -218,12 +227,13 @@ def open_stream(url: str, *, offset: int = 0, expected_bytes: int | None = None,
     if opener is None:
         raise ValueError(f"url={url!r}: open_stream reads http://, https:// or file:// URLs.")
     started = time.monotonic()
-    source, status, response_headers, start, announced_length = opener(url, offset, limits, headers or {}, what)
+    source, status, response_headers, start, announced_length, watchdog = opener(url, offset, limits, headers or {},
+                                                                                  what)
     announced_end = start + announced_length if announced_length is not None else None
     total = expected_bytes if expected_bytes is not None else announced_end
     stream = Stream(source, url=url, what=what, status=status, headers=response_headers, offset=start, total=total,
                     announced_end=announced_end, cap=cap, cap_reason=cap_reason, limits=limits,
-                    waited=time.monotonic() - started)
+                    waited=time.monotonic() - started, watchdog=watchdog)
     if cap is not None and announced_end is not None and announced_end > cap:
         stream.close()
         raise stream._error("cap", f"the mirror announces {announced_end} bytes, more than {cap_reason} ({cap} "
@@ -235,9 +245,15 @@ def _open_http(url, offset, limits, headers, what):
     request = urllib.request.Request(url, headers={"User-Agent": "asif_nb", **headers})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
+    watchdog = _Watchdog()
+    opener = urllib.request.build_opener(_HTTPHandler(watchdog), _HTTPSHandler(watchdog))
     try:
-        response = urllib.request.urlopen(request, timeout=limits.connect_timeout)
+        # The socket timeout bounds each wait for a byte; the watchdog bounds the whole exchange (connecting,
+        # redirects, headers), so headers trickling in a byte at a time cannot stretch it.
+        with watchdog.armed(limits.connect_timeout):
+            response = opener.open(request, timeout=limits.connect_timeout)
     except urllib.error.HTTPError as err:
+        watchdog.stop()
         err.close()
         transient = _transient_status(err.code)
         advice = _OVERLOADED if transient else ("the file is not there: the mirror moved or removed it"
@@ -245,12 +261,19 @@ def _open_http(url, offset, limits, headers, what):
         raise TransferError(f"HTTP {err.code} {err.reason}", what=what, url=url, kind="http", status=err.code,
                             transient=transient, advice=advice) from None
     except (OSError, http.client.HTTPException, ValueError) as err:
+        watchdog.stop()
         reason = err.reason if isinstance(err, urllib.error.URLError) and isinstance(err.reason, BaseException) else err
-        if isinstance(reason, TimeoutError):
+        if isinstance(reason, TimeoutError) or watchdog.fired:
             summary = f"no answer within {limits.connect_timeout:g} s (connect timeout)"
         else:
             summary = f"could not connect ({type(reason).__name__}: {reason})"
-        raise TransferError(summary, what=what, url=url, kind="connect", transient=is_transient(reason)) from None
+        raise TransferError(summary, what=what, url=url, kind="connect",
+                            transient=watchdog.fired or is_transient(reason)) from None
+    if watchdog.fired:  # shut down just as the answer came: the connection is unusable
+        response.close()
+        watchdog.stop()
+        raise TransferError(f"no answer within {limits.connect_timeout:g} s (connect timeout)", what=what, url=url,
+                            kind="connect", transient=True)
     _set_read_timeout(response, limits.read_timeout)
     length = response.headers.get("Content-Length")
     length = int(length) if length and length.strip().isdigit() else None
@@ -260,9 +283,10 @@ def _open_http(url, offset, limits, headers, what):
         start = int(match.group(1)) if match else offset
         if start != offset:
             response.close()
+            watchdog.stop()
             raise TransferError(f"asked for bytes from {offset}, the mirror answered from byte {start}", what=what,
                                 url=url, kind="range", status=206)
-    return response, response.status, response.headers, start, length
+    return response, response.status, response.headers, start, length, watchdog
 
 
 def _set_read_timeout(response, seconds: float) -> None:
@@ -290,7 +314,97 @@ def _open_file(url, offset, limits, headers, what):
     message = email.message.Message()
     message["Content-Type"] = mimetypes.guess_type(path)[0] or "application/octet-stream"
     message["Content-Length"] = str(size - offset)
-    return handle, None, message, offset, size - offset
+    return handle, None, message, offset, size - offset, None
+
+
+class _Watchdog:
+    """Shuts down the sockets of one transfer when a blocking call on them outlives its budget.
+
+    ``armed(seconds)`` wraps one call; one daemon thread per transfer waits for the deadline and is ended by
+    ``stop()``. After it fired, ``fired`` is true and every read on the sockets ends at once.
+    """
+
+    def __init__(self):
+        self.sockets: list[socket.socket] = []
+        self.fired = False
+        self._deadline: float | None = None
+        self._stopped = False
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def armed(self, seconds: float):
+        with self._condition:
+            self._deadline = time.monotonic() + seconds
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="asif_nb-transfer-watchdog", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._deadline = None
+
+    def stop(self) -> None:
+        with self._condition:
+            self._stopped = True
+            self._condition.notify()
+
+    def _run(self) -> None:
+        with self._condition:
+            while not self._stopped:
+                if self._deadline is None:
+                    self._condition.wait()
+                elif time.monotonic() < self._deadline:
+                    self._condition.wait(self._deadline - time.monotonic())
+                else:
+                    self.fired, self._deadline = True, None
+                    for sock in self.sockets:
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+
+
+_NO_WATCHDOG = contextlib.nullcontext()
+
+
+class _WatchedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args, watchdog: _Watchdog, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._watchdog = watchdog
+
+    def connect(self):
+        super().connect()
+        self._watchdog.sockets.append(self.sock)
+
+
+class _WatchedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args, watchdog: _Watchdog, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._watchdog = watchdog
+
+    def connect(self):
+        super().connect()
+        self._watchdog.sockets.append(self.sock)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watchdog: _Watchdog):
+        super().__init__()
+        self._watchdog = watchdog
+
+    def http_open(self, req):
+        return self.do_open(functools.partial(_WatchedHTTPConnection, watchdog=self._watchdog), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watchdog: _Watchdog):
+        super().__init__()
+        self._watchdog = watchdog
+
+    def https_open(self, req):
+        return self.do_open(functools.partial(_WatchedHTTPSConnection, watchdog=self._watchdog), req,
+                            context=self._context)
 
 
 # --------------------------------------------------------------------------------------------- retries
@@ -350,92 +464,3 @@ def with_retries(fn: Callable[[], T], limits: Limits | None = None, what: str | 
 
 def _short(err: BaseException) -> str:
     return err.summary if isinstance(err, TransferError) else f"{type(err).__name__}: {err}"
-
-
-# --------------------------------------------------------------------------------------------- tools we cannot drive
-
-def run_watched(command: list[str], *, watch: str | os.PathLike, max_bytes: int, limits: Limits | None = None,
-                what: str, url: str, progress: bool = False, cwd: str | os.PathLike | None = None
-                ) -> subprocess.CompletedProcess:
-    """Run a downloading tool and hold it to ``limits`` by the growth of the files under ``watch``.
-
-    The tool (and any child it starts) is killed, and ``TransferError`` raised, when the files pass ``max_bytes``
-    (kind ``cap``), do not grow for ``read_timeout`` (``connect_timeout + read_timeout`` before the first byte;
-    kind ``timeout``) or grow slower than ``min_rate`` on average once ``grace`` has passed (kind ``stall``).
-    Returns the finished process with its stdout and stderr together in ``stdout`` (text).
-    """
-    from tqdm.auto import tqdm
-
-    limits = limits if limits is not None else Limits()
-    watch = Path(watch)
-    poll = max(0.02, min(0.25, limits.read_timeout / 4, limits.grace / 4 or 0.25))
-    posix = os.name == "posix"
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=cwd, start_new_session=posix)
-        failure = None
-        try:
-            with tqdm(total=max_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=what,
-                      disable=not progress) as bar:
-                failure = _watch(process, watch, max_bytes, limits, poll, bar)
-        finally:
-            if failure is not None or process.poll() is None:
-                _kill(process, posix)
-        size = _tree_size(watch)
-        if failure is None and size > max_bytes:  # written past the cap between two looks, then exited
-            failure = ("cap", f"wrote {size} bytes, more than the cap of {max_bytes}", False)
-        if failure is not None:
-            kind, summary, transient = failure
-            advice = _OVERLOADED if transient else "report it or use another mirror"
-            raise TransferError(f"{summary} (the tool was stopped)", what=what, url=url, kind=kind,
-                                transient=transient, advice=advice)
-        log.seek(0)
-        output = log.read().decode("utf-8", errors="replace")
-    return subprocess.CompletedProcess(command, process.returncode, stdout=output, stderr="")
-
-
-def _watch(process, watch: Path, max_bytes: int, limits: Limits, poll: float, bar):
-    """Poll until the process exits (``None``) or breaks a limit: ``(kind, summary, transient)``."""
-    started = last_growth = time.monotonic()
-    size = 0
-    while True:
-        try:
-            process.wait(timeout=poll)
-            return None
-        except subprocess.TimeoutExpired:
-            pass
-        now, new_size = time.monotonic(), _tree_size(watch)
-        if new_size > max_bytes:
-            return "cap", f"wrote more than the cap of {max_bytes} bytes ({new_size} so far)", False
-        if new_size > size:
-            bar.update(new_size - size)
-            size, last_growth = new_size, now
-        idle_allowed = limits.read_timeout + (0 if size else limits.connect_timeout)
-        if now - last_growth > idle_allowed:
-            return "timeout", f"no byte arrived for {now - last_growth:.1f} s (read timeout) after {size} bytes", True
-        elapsed = now - started
-        if limits.min_rate and elapsed > limits.grace and size / elapsed < limits.min_rate:
-            return "stall", (f"stalled: {size} bytes in {elapsed:.1f} s, below the minimum of "
-                             f"{limits.min_rate:g} B/s"), True
-
-
-def _tree_size(folder: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except FileNotFoundError:  # renamed between the listing and the look
-                pass
-    return total
-
-
-def _kill(process: subprocess.Popen, posix: bool) -> None:
-    try:
-        if posix:
-            os.killpg(process.pid, signal.SIGKILL)  # its own session: the tool and every child it started
-        else:
-            process.kill()
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()

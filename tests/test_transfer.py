@@ -1,22 +1,18 @@
-"""open_stream, with_retries and run_watched against a local mirror that misbehaves on purpose.
+"""open_stream and with_retries against a local mirror that misbehaves on purpose.
 
 Every server binds 127.0.0.1 and every misbehaviour is bounded (a trickle stops after 50 bytes, an endless stream
 after 64 MiB, a silence after 3 s), so nothing here can hang even if the code under test does not stop it.
 """
 import http.server
-import os
 import pickle
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
-from pathlib import Path
 
 import pytest
 
-from asif_nb.transfer import Limits, TransferError, is_transient, open_stream, run_watched, with_retries
+from asif_nb.transfer import Limits, TransferError, is_transient, open_stream, with_retries
 
 BODY = bytes(range(256)) * 64  # 16 KiB
 # Tight limits so each misbehaviour is caught within about a second.
@@ -83,6 +79,22 @@ class _Mirror(http.server.BaseHTTPRequestHandler):
 
     def _no_headers(self, behaviour, body, start):  # connection accepted, no answer for 3 s
         time.sleep(3)
+
+    def _header_trickle(self, behaviour, body, start):  # the status line a byte every 0.1 s (5 s at most)
+        for byte in b"HTTP/1.0 200 OK\r\nX-Padding: " + b"x" * 40:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(0.1)
+
+    def _chunk_trickle(self, behaviour, body, start):  # one chunk, then a chunk-size line a byte every 0.1 s
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(body), body))
+        for byte in b"0" * 50 + b"1\r\n":
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(0.1)
 
     def _endless(self, behaviour, body, start):  # no Content-Length, data until the client hangs up (64 MiB at most)
         self._head(200, None)
@@ -199,6 +211,21 @@ def test_a_mirror_that_never_answers_is_stopped_by_the_connect_timeout(mirror):
     with pytest.raises(TransferError, match=r"no answer within 0\.3 s \(connect timeout\)") as raised:
         open_stream(mirror.route("/mute", "no-headers"), limits=Limits(connect_timeout=0.3))
     assert raised.value.kind == "connect" and raised.value.transient
+
+
+def test_headers_trickling_in_are_stopped_by_the_connect_timeout(mirror):
+    """The socket timeout bounds each wait for a byte; a byte every 0.1 s must not stretch the deadline."""
+    with pytest.raises(TransferError, match=r"no answer within 0\.5 s \(connect timeout\)") as raised:
+        open_stream(mirror.route("/h", "header-trickle"), limits=Limits(connect_timeout=0.5))
+    assert raised.value.kind == "connect" and raised.value.transient
+
+
+def test_a_chunk_header_trickling_in_is_stopped_by_the_read_timeout(mirror):
+    """One read of a chunked body may read a whole chunk-size line: it too is bounded by read_timeout."""
+    with open_stream(mirror.route("/c", "chunk-trickle"), limits=Limits(read_timeout=0.5, min_rate=0)) as stream:
+        received, err = _read_until_error(stream)
+    assert received == BODY
+    assert err.kind == "timeout" and err.transient and "(read timeout)" in str(err)
 
 
 def test_bytes_past_the_expected_size_are_never_handed_out(mirror):
@@ -347,63 +374,3 @@ def test_a_transfer_error_survives_pickling():
     err = TransferError("HTTP 503 busy", what="w", url="http://m/x", kind="http", status=503, transient=True)
     copy = pickle.loads(pickle.dumps(err))
     assert (str(copy), copy.status, copy.kind, copy.transient) == (str(err), 503, "http", True)
-
-
-# ------------------------------------------------------------------------------------ run_watched
-
-def _alive(pid):
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return state not in ("Z", "X")  # a zombie is dead, merely not yet reaped
-
-
-def _wait_dead(pid, seconds=5.0):
-    deadline = time.monotonic() + seconds  # a guard against a hang, not a speed test
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not _alive(pid)
-
-
-WRITER = """import subprocess, sys, time
-from pathlib import Path
-out = Path(sys.argv[1])
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-out.with_name("pids").write_text(f"{{child.pid}}")
-with open(out, "wb") as handle:
-    for _ in range(2000):  # 32 MiB in 20 s at most, if nobody stops it
-        handle.write(b"x" * {chunk})
-        handle.flush()
-        time.sleep(0.01)
-"""
-
-
-@pytest.mark.skipif(os.name != "posix", reason="process groups")
-def test_run_watched_kills_the_tool_and_its_children_at_the_cap(tmp_path):
-    script = tmp_path / "writer.py"
-    script.write_text(WRITER.format(chunk=16384))
-    watch = tmp_path / "out"
-    watch.mkdir()
-    with pytest.raises(TransferError, match=r"wrote more than the cap of 200000 bytes .*\(the tool was stopped\)") as raised:
-        run_watched([sys.executable, str(script), str(watch / "f")], watch=watch, max_bytes=200_000,
-                    limits=Limits(grace=5), what="f", url="tool://f")
-    assert raised.value.kind == "cap" and not raised.value.transient
-    child = int((watch / "pids").read_text())
-    assert _wait_dead(child), "the tool's child outlived it"
-
-
-def test_run_watched_returns_the_output_of_a_tool_that_behaves(tmp_path):
-    watch = tmp_path / "out"
-    watch.mkdir()
-    code = "import sys; open(sys.argv[1], 'wb').write(b'x' * 100); print('done'); sys.exit(3)"
-    result = run_watched([sys.executable, "-c", code, str(watch / "f")], watch=watch, max_bytes=1000,
-                         limits=Limits(grace=10), what="f", url="tool://f")
-    assert isinstance(result, subprocess.CompletedProcess)
-    assert result.returncode == 3 and "done" in result.stdout and (watch / "f").stat().st_size == 100
