@@ -211,18 +211,31 @@ def gdown_file(file_id: str, part: Path, *, name: str, max_bytes: int, progress:
         command = [*GDOWN_COMMAND, file_id, "-O", str(output), "--quiet"]
         result = run_watched(command, watch=scratch, max_bytes=max_bytes, limits=limits, what=name,
                              url=f"https://drive.google.com/uc?id={file_id}", progress=progress, cwd=scratch)
-        text = result.stdout.lower()
         if result.returncode != 0:
+            error = _gdown_error(result.stdout)
+            text = error.lower()
             if "no module named gdown" in text:
                 raise SourceFailed("gdown is not installed: pip install gdown")
             if any(marker in text for marker in ("too many users", "quota", "cannot retrieve the public link")):
-                raise DrivePage(f"Google Drive refused the download ({last_line(result.stdout)})")
-            raise SourceFailed(f"gdown failed (exit status {result.returncode}): {last_line(result.stdout)}")
+                raise DrivePage(f"Google Drive refused the download ({error})")
+            raise SourceFailed(f"gdown failed (exit status {result.returncode}): {error}")
         if not output.is_file():
             raise SourceFailed("gdown finished without writing the file")
         os.replace(output, part)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _gdown_error(output: str) -> str:
+    """gdown prints ``Error:`` (or ``Failed to retrieve file url:``), the message wrapped over indented lines, then
+    a ``To report issues`` footer: return the message on one line."""
+    lines = [line.strip() for line in output.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("To report issues")]
+    starts = [i for i, line in enumerate(lines) if line.startswith(("Error:", "Failed to retrieve file url:"))]
+    if not starts:
+        return lines[-1] if lines else "(no message)"
+    message = " ".join(lines[starts[-1]:]).removeprefix("Error:").strip()
+    return message[:500]
 
 
 def last_line(text: str) -> str:

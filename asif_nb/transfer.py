@@ -218,7 +218,8 @@ def open_stream(url: str, *, offset: int = 0, expected_bytes: int | None = None,
     for name, value in (("offset", offset), ("expected_bytes", expected_bytes), ("max_bytes", max_bytes)):
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ValueError(f"open_stream({name}={value!r}): pass a whole number of bytes >= 0.")
-    caps = [(c, r) for c, r in ((expected_bytes, "the expected size"), (max_bytes, "the cap max_bytes")) if c is not None]
+    caps = [(c, r) for c, r in ((expected_bytes, "the expected size"), (max_bytes, "the cap max_bytes"))
+            if c is not None]
     cap, cap_reason = min(caps, key=lambda c: c[0]) if caps else (None, "")  # a tie names the expected size
     if cap is not None and offset > cap:
         raise ValueError(f"open_stream(offset={offset}) lies past {cap_reason} ({cap} bytes): start from 0.")

@@ -53,7 +53,8 @@ def test_run_watched_kills_the_tool_and_its_children_at_the_cap(tmp_path):
     script.write_text(WRITER.format(chunk=16384))
     watch = tmp_path / "out"
     watch.mkdir()
-    with pytest.raises(TransferError, match=r"wrote more than the cap of 200000 bytes .*\(the tool was stopped\)") as raised:
+    stopped = r"wrote more than the cap of 200000 bytes .*\(the tool was stopped\)"
+    with pytest.raises(TransferError, match=stopped) as raised:
         run_watched([sys.executable, str(script), str(watch / "f")], watch=watch, max_bytes=200_000,
                     limits=Limits(grace=5), what="f", url="tool://f")
     assert raised.value.kind == "cap" and not raised.value.transient

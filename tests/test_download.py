@@ -383,7 +383,8 @@ def test_each_mirror_failure_is_reported_and_a_404_is_not_retried(http_server):
     with pytest.raises(DownloadError) as raised:
         fetch("blob", manifest=_entry([_https(base, "/gone"), _https(base, "/down")]), progress=False, limits=FAST)
     lines = str(raised.value).splitlines()
-    assert lines[1] == f"  - https {base}/gone: HTTP 404 Not Found; the file is not there: the mirror moved or removed it"
+    assert lines[1] == (f"  - https {base}/gone: HTTP 404 Not Found; "
+                        "the file is not there: the mirror moved or removed it")
     assert lines[2].startswith(f"  - https {base}/down: failed 3 times: 1) HTTP 503 Service Unavailable; 2) HTTP 503")
     assert handler.requests == ["/gone", "/down", "/down", "/down"]
 
@@ -500,7 +501,8 @@ cp {source} "$5/pkg-1.0-1.tgz"
 def _gdown_stand_in(tmp_path, monkeypatch, body):
     """Put a script in gdown's place: it is called as <script> <id> -O <output> --quiet."""
     script = tmp_path / "gdown_stand_in.py"
-    script.write_text("import subprocess, sys, time\nfrom pathlib import Path\nfile_id, flag, output = sys.argv[1:4]\n" + body)
+    prelude = "import subprocess, sys, time\nfrom pathlib import Path\nfile_id, flag, output = sys.argv[1:4]\n"
+    script.write_text(prelude + body)
     monkeypatch.setattr(clients, "GDOWN_COMMAND", [sys.executable, str(script)])
 
 
@@ -545,19 +547,38 @@ partial.rename(output)
     assert not [p for p in folder.iterdir() if p.name.startswith(".gdown-")]
 
 
+GDOWN_FOOTER = r"\nTo report issues, please visit https://github.com/wkentaro/gdown/issues."
+
+
 def test_gdown_quota_error_is_mapped_to_the_drive_message(tmp_path, monkeypatch):
-    _gdown_stand_in(tmp_path, monkeypatch, """print("Failed to retrieve file url:", file=sys.stderr)
-print("\tToo many users have viewed or downloaded this file recently.", file=sys.stderr)
+    # gdown wraps its message over indented lines: here between "Too many" and "users".
+    _gdown_stand_in(tmp_path, monkeypatch, f"""print("Failed to retrieve file url:\\n\\n\\tToo many", file=sys.stderr)
+print("\\tusers have viewed or downloaded this file recently.{GDOWN_FOOTER}", file=sys.stderr)
 sys.exit(1)
 """)
-    with pytest.raises(DownloadError, match=r"(?s)Google Drive refused.*Too many users.*wait 24 hours"):
+    with pytest.raises(DownloadError, match=r"(?s)Google Drive refused.*Too many users have viewed.*wait 24 hours"):
         fetch("blob", manifest=_gdown_entry(), progress=False)
+
+
+def test_a_gdown_failure_reports_its_error_not_its_footer(tmp_path, monkeypatch):
+    _gdown_stand_in(tmp_path, monkeypatch, f"""
+print("Error:\\n\\n\\tConnectionPool(host='drive.google.com'): Failed to", file=sys.stderr)
+print("\\tresolve 'drive.google.com' (Name or service not known){GDOWN_FOOTER}", file=sys.stderr)
+sys.exit(1)
+""")
+    with pytest.raises(DownloadError) as raised:
+        fetch("blob", manifest=_gdown_entry(), progress=False)
+    message = str(raised.value)
+    assert ("gdown id 1abcdefghijk: gdown failed (exit status 1): ConnectionPool(host='drive.google.com'): Failed to "
+            "resolve 'drive.google.com' (Name or service not known)") in message
+    assert "To report issues" not in message
 
 
 @pytest.mark.skipif(os.name != "posix", reason="process groups")
 def test_gdown_writing_without_end_is_killed_at_the_cap(tmp_path, monkeypatch):
     pids = tmp_path / "pids"
-    _gdown_stand_in(tmp_path, monkeypatch, f"""child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    _gdown_stand_in(tmp_path, monkeypatch, f"""
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
 Path({str(pids)!r}).write_text(f"{{child.pid}} {{__import__('os').getpid()}}")
 with open(output, "wb") as handle:
     for _ in range(2000):  # 32 MiB in 20 s at most, if nobody stops it
