@@ -10,7 +10,13 @@ folder. A file is written to ``<name>.part`` and renamed only once its size and 
 the folder never holds a wrong file under a final name; a mismatch deletes the file and says so. A later
 call is a cache hit that re-hashes nothing unless the file changed since it was last verified.
 
-Nothing downloaded is ever unpickled: ``load_tensors`` and ``load_labels`` are the only readers offered.
+No download can hang or fill the disk: http(s) and file:// sources stream through ``asif_nb.transfer`` (connect
+and read deadlines, a minimum rate, retries with backoff for transient failures) and gdown runs as a watched
+subprocess under the same limits. Every file has a byte cap: its manifest size (``bytes``), else its
+``max_bytes``, else ``DEFAULT_MAX_BYTES``. One process at a time fetches into a folder (``filelock``); another
+waits up to ``lock_timeout`` and then finds the files in the cache.
+
+Nothing downloaded is ever unpickled: ``asif_nb.safeload`` (``load_tensors``, ``load_labels``) reads what was fetched.
 """
 from __future__ import annotations
 
@@ -19,25 +25,23 @@ import functools
 import hashlib
 import json
 import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+import filelock
+
+from .clients import DrivePage, SourceFailed, apt_download, gdown_file, npm_pack, run_package_client
 from .fileio import atomic_write, sha256_file
 from .settings import cache_dir
+from .transfer import Limits, TransferError, open_stream, with_retries
 
 MANIFEST_PATH = Path(__file__).with_name("data_manifest.json")
 SCHEMA_PATH = Path(__file__).with_name("data_manifest.schema.json")
 SOURCE_TYPES = ("apt", "npm", "https", "file", "gdown")
 
-_TIMEOUT_S = 60
 _CHUNK = 1 << 20
+DEFAULT_MAX_BYTES = 16 * 2**30  # the cap of a file whose manifest gives neither bytes nor max_bytes
+LOCK_TIMEOUT_S = 2 * 3600.0  # how long fetch waits for another process fetching the same artifact
 _MARKER = ".verified.json"
 # Google Drive answers an over-quota or too-large-to-scan file with an HTML page instead of the bytes.
 _DRIVE_PAGE_MARKERS = (
@@ -51,15 +55,8 @@ _DRIVE_PAGE_MARKERS = (
 
 
 class DownloadError(RuntimeError):
-    """Every source of an artifact failed; the message lists what happened with each one."""
-
-
-class _SourceFailed(Exception):
-    """One source could not deliver a correct file; the next source is tried."""
-
-
-class _DrivePage(_SourceFailed):
-    """Google Drive sent its quota / virus-scan HTML page instead of the file."""
+    """An artifact could not be fetched: every source failed (the message lists what happened with each one),
+    or another process held its folder longer than ``lock_timeout``."""
 
 
 # --------------------------------------------------------------------------------------------- the manifest
@@ -130,6 +127,8 @@ def fetch(
     force: bool = False,
     progress: bool = True,
     manifest: dict | str | os.PathLike | None = None,
+    limits: Limits = Limits(),
+    lock_timeout: float = LOCK_TIMEOUT_S,
 ) -> Path:
     """Download and verify every file of a manifest entry; return the folder that holds them.
 
@@ -140,32 +139,41 @@ def fetch(
     download's hash is recorded in the folder and enforced on every later download and cache hit.
 
     ``force=True`` downloads again even when verified files are present. ``manifest`` is a loaded manifest,
-    a path to one, or ``None`` for the packaged one. Raises ``DownloadError`` listing each source's failure.
+    a path to one, or ``None`` for the packaged one. ``limits`` (``asif_nb.transfer.Limits``) bounds every
+    transfer: deadlines, minimum rate, retries of transient failures. ``lock_timeout`` is how many seconds to wait
+    while another process fetches the same artifact into the same folder. Raises ``DownloadError`` listing each
+    source's failure (a stall, a cap broken, a timeout, an HTTP status, a mismatch).
     """
     entry = _entry(artifact_id, manifest)
+    if not isinstance(limits, Limits):
+        raise ValueError(f"limits={limits!r}: pass an asif_nb.transfer.Limits(...).")
+    if not lock_timeout >= 0:
+        raise ValueError(f"lock_timeout={lock_timeout!r}: pass a number of seconds >= 0.")
     folder = Path(dest) if dest is not None else cache_dir() / "downloads" / artifact_id
     folder.mkdir(parents=True, exist_ok=True)
-    with _folder_lock(folder):
-        return _fetch_locked(artifact_id, entry, folder, force, progress)
+    with _folder_lock(folder, lock_timeout):
+        return _fetch_locked(artifact_id, entry, folder, force, progress, limits)
 
 
 @contextlib.contextmanager
-def _folder_lock(folder: Path):
+def _folder_lock(folder: Path, timeout: float):
     """Hold an exclusive lock on the folder, so two processes never write the same .part file at once."""
+    lock = filelock.FileLock(folder / ".lock", timeout=timeout)
     try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; concurrent fetches of one artifact are then the user's care
+        lock.acquire()
+    except filelock.Timeout:
+        raise DownloadError(
+            f"another process (or thread) is fetching the same artifact into {folder}: it has held "
+            f"{folder / '.lock'} for more than lock_timeout={timeout:g} s. Let it finish, then call fetch again "
+            "(its files are then a cache hit), or pass a larger lock_timeout."
+        ) from None
+    try:
         yield
-        return
-    with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        lock.release()
 
 
-def _fetch_locked(artifact_id: str, entry: dict, folder: Path, force: bool, progress: bool) -> Path:
+def _fetch_locked(artifact_id: str, entry: dict, folder: Path, force: bool, progress: bool, limits: Limits) -> Path:
     marker = _read_marker(folder)
     recorded = json.dumps(marker, sort_keys=True)
     missing = [spec for spec in entry["files"] if force or not _cache_hit(folder / spec["name"], spec, marker)]
@@ -177,8 +185,8 @@ def _fetch_locked(artifact_id: str, entry: dict, folder: Path, force: bool, prog
     failures = []
     for source in entry["sources"]:
         try:
-            _fetch_from(source, entry, missing, folder, marker, progress)
-        except _SourceFailed as err:
+            _fetch_from(source, entry, missing, folder, marker, progress, limits)
+        except SourceFailed as err:
             failures.append(f"  - {_describe(source)}: {err}")
             missing = [spec for spec in missing if not _cache_hit(folder / spec["name"], spec, marker)]
             continue
@@ -260,7 +268,7 @@ def _cache_hit(path: Path, spec: dict, marker: dict) -> bool:
 
 
 def _accept(candidate: Path, spec: dict, folder: Path, marker: dict) -> None:
-    """Verify a downloaded file and rename it to its final name, or delete it and raise ``_SourceFailed``."""
+    """Verify a downloaded file and rename it to its final name, or delete it and raise ``SourceFailed``."""
     final = folder / spec["name"]
     size = candidate.stat().st_size
     actual = sha256_file(candidate)
@@ -274,7 +282,7 @@ def _accept(candidate: Path, spec: dict, folder: Path, marker: dict) -> None:
     if not matches:
         md5_note = f", md5 {spec['md5']}" if spec.get("md5") else ""
         candidate.unlink()
-        raise _SourceFailed(
+        raise SourceFailed(
             f"{spec['name']} did not match the manifest and was deleted "
             f"(expected {spec.get('bytes')} bytes, sha256 {expected}{md5_note}; got {size} bytes, sha256 {actual}). "
             "The source may be truncated or changed: the next source is tried; if all fail, "
@@ -294,7 +302,7 @@ def _md5_file(path: Path) -> str:
 
 
 def _sniff_drive_page(path: Path, name: str) -> None:
-    """Raise (after deleting ``path``) if the file is an HTML page, ``_DrivePage`` if it is Google Drive's."""
+    """Raise (after deleting ``path``) if the file is an HTML page, ``DrivePage`` if it is Google Drive's."""
     if name.lower().endswith((".html", ".htm")):
         return
     with open(path, "rb") as handle:
@@ -303,186 +311,122 @@ def _sniff_drive_page(path: Path, name: str) -> None:
         return
     path.unlink()
     if any(marker in head for marker in _DRIVE_PAGE_MARKERS):
-        raise _DrivePage("Google Drive answered with its quota-exceeded / virus-scan page instead of the file")
-    raise _SourceFailed("the server answered with an HTML page instead of the file")
+        raise DrivePage("Google Drive answered with its quota-exceeded / virus-scan page instead of the file")
+    raise SourceFailed("the server answered with an HTML page instead of the file")
 
 
 # --------------------------------------------------------------------------------------------- sources
 
-def _fetch_from(source: dict, entry: dict, specs: list[dict], folder: Path, marker: dict, progress: bool) -> None:
+def _cap(spec: dict) -> int:
+    """The most bytes a file may have: its exact size, else its ``max_bytes``, else ``DEFAULT_MAX_BYTES``."""
+    for field in ("bytes", "max_bytes"):
+        if spec.get(field) is not None:
+            return spec[field]
+    return DEFAULT_MAX_BYTES
+
+
+def _fetch_from(
+    source: dict, entry: dict, specs: list[dict], folder: Path, marker: dict, progress: bool, limits: Limits
+) -> None:
     kind = source["type"]
     if kind in ("apt", "npm", "gdown") and len(entry["files"]) != 1:
-        raise _SourceFailed(f"a {kind} source delivers one file, but the entry lists {len(entry['files'])}")
+        raise SourceFailed(f"a {kind} source delivers one file, but the entry lists {len(entry['files'])}")
     for spec in specs:
         part = folder / (spec["name"] + ".part")
-        if kind == "apt":
-            _run_package_client(_apt_download, source, part, progress)
-        elif kind == "npm":
-            _run_package_client(_npm_pack, source, part, progress)
-        elif kind == "gdown":
-            _gdown(source["id"], part, progress)
-        else:
-            url = source["url"].replace("{name}", spec["name"])
-            resumed_from = _download_url(url, part, spec, progress)
-            try:
-                _accept(part, spec, folder, marker)
-            except _SourceFailed:
-                if not resumed_from:
-                    raise
-                # The bytes kept from an earlier attempt may have been the bad ones: one fresh try from byte 0.
-                with contextlib.suppress(FileNotFoundError):
-                    part.unlink()
-                _download_url(url, part, spec, progress)
-                _accept(part, spec, folder, marker)
-            continue
+        try:
+            if kind == "apt":
+                run_package_client(apt_download, source, part, progress)
+            elif kind == "npm":
+                run_package_client(npm_pack, source, part, progress)
+            elif kind == "gdown":
+                gdown = functools.partial(gdown_file, source["id"], part, name=spec["name"], max_bytes=_cap(spec),
+                                          progress=progress, limits=limits)
+                with_retries(gdown, limits, spec["name"], log=_retry_log(progress))
+            else:
+                url = source["url"].replace("{name}", spec["name"])
+                resumed_from = _download_url(url, part, spec, progress, limits)
+                try:
+                    _accept(part, spec, folder, marker)
+                except SourceFailed:
+                    if not resumed_from:
+                        raise
+                    # The bytes kept from an earlier attempt may have been the bad ones: one fresh try from byte 0.
+                    with contextlib.suppress(FileNotFoundError):
+                        part.unlink()
+                    _download_url(url, part, spec, progress, limits)
+                    _accept(part, spec, folder, marker)
+                continue
+        except TransferError as err:
+            raise SourceFailed(err.summary + (f"; {err.advice}" if err.advice else "")) from None
         _accept(part, spec, folder, marker)
 
 
-def _download_url(url: str, part: Path, spec: dict, progress: bool) -> int:
-    """Stream ``url`` into ``part``, resuming from its current size when the server allows (HTTP Range,
-    or a seek for ``file://``). Returns the byte offset the download resumed from (0: from the start)."""
+def _retry_log(progress: bool):
+    return (lambda line: print(line, file=sys.stderr, flush=True)) if progress else None
+
+
+def _download_url(url: str, part: Path, spec: dict, progress: bool, limits: Limits) -> int:
+    """Stream ``url`` into ``part`` under ``limits``, resuming from the .part's size where the mirror allows
+    (HTTP Range, or a seek for ``file://``) and retrying transient failures. Returns the byte offset the last
+    attempt resumed from (0: from the start)."""
+    return with_retries(lambda: _stream_once(url, part, spec, progress, limits), limits, spec["name"],
+                        log=_retry_log(progress))
+
+
+def _stream_once(url: str, part: Path, spec: dict, progress: bool, limits: Limits) -> int:
+    cap = _cap(spec)
     offset = part.stat().st_size if part.exists() else 0
-    expected_bytes = spec.get("bytes")
-    if expected_bytes is not None and offset >= expected_bytes:
+    if offset >= cap:
         offset = 0  # a .part this long cannot be the start of the file; begin again
-    request = urllib.request.Request(url, headers={"User-Agent": "asif_nb"})
-    if offset and url.startswith(("https:", "http:")):
-        request.add_header("Range", f"bytes={offset}-")
     try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-            status = getattr(response, "status", None)
-            content_type = response.headers.get("Content-Type", "")
-            if url.startswith("file:"):
-                if offset:
-                    response.seek(offset)
-            elif offset and status != 206:
-                offset = 0  # the server ignored Range: it is sending the whole file
-            if "text/html" in content_type and not spec["name"].endswith((".html", ".htm")):
-                page = response.read(65536).decode("utf-8", errors="replace").lower()
-                if any(marker in page for marker in _DRIVE_PAGE_MARKERS):
-                    raise _DrivePage("Google Drive answered with its quota-exceeded / virus-scan page instead of the file")
-                raise _SourceFailed(f"the server sent an HTML page (Content-Type {content_type}) instead of the file")
-            with open(part, "ab" if offset else "wb") as handle:
-                _copy(response, handle, offset, expected_bytes, spec["name"], progress)
-                handle.flush()
-                os.fsync(handle.fileno())
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and offset:
+        stream = open_stream(url, offset=offset, expected_bytes=spec.get("bytes"), max_bytes=cap, limits=limits,
+                             what=spec["name"])
+    except TransferError as err:
+        if err.status == 416 and offset:
             # The .part already reaches (or passes) the end of the file on the server: start again from byte 0.
             part.unlink()
-            return _download_url(url, part, spec, progress)
-        raise _SourceFailed(f"HTTP {err.code} {err.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        raise _SourceFailed(f"{type(err).__name__}: {err}") from None
-    return offset
+            return _stream_once(url, part, spec, progress, limits)
+        raise
+    with stream:
+        _refuse_html(stream, spec["name"])
+        try:
+            _write(stream, part, spec["name"], progress)
+        except TransferError as err:
+            if err.kind == "cap":
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()  # it holds a cap's worth of a wrong file: never resume from it
+            if err.kind != "size":
+                raise
+            # The mirror's answer was complete but of another size: _accept compares it and says what it was.
+    return stream.offset
 
 
-def _copy(response, handle, done: int, total: int | None, name: str, progress: bool) -> None:
-    shown = time.monotonic()
-    for block in iter(lambda: response.read(_CHUNK), b""):
-        handle.write(block)
-        done += len(block)
-        if progress and time.monotonic() - shown > 1:
-            shown = time.monotonic()
-            of = f" of {total / 1e6:.1f}" if total else ""
-            print(f"\r{name}: {done / 1e6:.1f}{of} MB", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(f"\r{name}: {done / 1e6:.1f} MB done", file=sys.stderr, flush=True)
+def _refuse_html(stream, name: str) -> None:
+    """Raise if the answer is an HTML page instead of the file, ``DrivePage`` if it is Google Drive's."""
+    content_type = stream.headers.get("Content-Type", "") or ""
+    if "text/html" not in content_type or name.lower().endswith((".html", ".htm")):
+        return
+    head = b""
+    with contextlib.suppress(TransferError):  # the page is refused anyway: a short or slow one changes nothing
+        while len(head) < 65536 and (block := stream.read1(65536 - len(head))):
+            head += block
+    page = head.decode("utf-8", errors="replace").lower()
+    if any(marker in page for marker in _DRIVE_PAGE_MARKERS):
+        raise DrivePage("Google Drive answered with its quota-exceeded / virus-scan page instead of the file")
+    raise SourceFailed(f"the server sent an HTML page (Content-Type {content_type}) instead of the file")
 
 
-def _run_package_client(client, source: dict, part: Path, progress: bool) -> None:
-    """Let apt-get / npm download one package into a scratch folder beside ``part``, then move it there."""
-    scratch = Path(tempfile.mkdtemp(prefix=".client-", dir=part.parent))
-    try:
-        produced = client(source["package"], source["version"], scratch, progress)
-        os.replace(produced, part)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+def _write(stream, part: Path, name: str, progress: bool) -> None:
+    from tqdm.auto import tqdm
 
+    bar = tqdm(total=stream.total, initial=stream.offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
+               disable=not progress)
+    with bar, open(part, "ab" if stream.offset else "wb") as handle:
+        try:
+            for block in iter(lambda: stream.read1(_CHUNK), b""):
+                handle.write(block)
+                bar.update(len(block))
+        finally:  # the bytes that did arrive are kept for the next attempt to resume from
+            handle.flush()
+            os.fsync(handle.fileno())
 
-def _run(command: list[str], cwd: Path, progress: bool) -> subprocess.CompletedProcess:
-    if progress:
-        print("$ " + " ".join(command), file=sys.stderr, flush=True)
-    try:
-        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=1800)
-    except subprocess.TimeoutExpired:
-        raise _SourceFailed(f"{command[0]} did not finish within 30 minutes") from None
-
-
-def _single_output(scratch: Path, pattern: str, command: str) -> Path:
-    produced = sorted(scratch.glob(pattern))
-    if len(produced) != 1:
-        raise _SourceFailed(f"{command} produced {len(produced)} files matching {pattern}, expected one")
-    return produced[0]
-
-
-_apt_lists_updated = False
-
-
-def _apt_download(package: str, version: str, scratch: Path, progress: bool) -> Path:
-    """``apt-get download package=version``; runs ``apt-get update`` once if the package lists lack it."""
-    global _apt_lists_updated
-    if shutil.which("apt-get") is None:
-        raise _SourceFailed("apt-get is not available here (not Debian/Ubuntu): the https mirror is the next source")
-    command = ["apt-get", "download", f"{package}={version}"]
-    result = _run(command, scratch, progress)
-    lists_lack_it = any(
-        text in result.stderr for text in ("Unable to locate package", "was not found", "Can't find a source")
-    )
-    if result.returncode != 0 and lists_lack_it and not _apt_lists_updated:
-        _apt_lists_updated = True
-        update = _run(["apt-get", "update"], scratch, progress)
-        if update.returncode != 0:
-            raise _SourceFailed(
-                f"apt-get could not find {package}={version} and `apt-get update` failed "
-                f"(run it as root, then retry): {_last_line(update.stderr)}"
-            )
-        result = _run(command, scratch, progress)
-    if result.returncode != 0:
-        raise _SourceFailed(f"`{' '.join(command)}` failed: {_last_line(result.stderr)}")
-    return _single_output(scratch, "*.deb", "apt-get download")
-
-
-def _npm_pack(package: str, version: str, scratch: Path, progress: bool) -> Path:
-    """``npm pack package@version`` into ``scratch`` (``--pack-destination`` exists from npm 7.18 on)."""
-    if shutil.which("npm") is None:
-        raise _SourceFailed("npm is not available here: the https mirror (registry tarball) is the next source")
-    command = ["npm", "pack", f"{package}@{version}", "--loglevel=error"]
-    if _npm_version() >= (7, 18):
-        command += ["--pack-destination", str(scratch)]
-    result = _run(command, scratch, progress)
-    if result.returncode != 0:
-        raise _SourceFailed(f"`{' '.join(command)}` failed: {_last_line(result.stderr)}")
-    return _single_output(scratch, "*.tgz", "npm pack")
-
-
-def _npm_version() -> tuple[int, ...]:
-    try:
-        text = subprocess.run(["npm", "--version"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return (0,)
-    numbers = re.findall(r"\d+", text.strip().splitlines()[-1] if text.strip() else "")
-    return tuple(int(n) for n in numbers[:3]) or (0,)
-
-
-def _gdown(file_id: str, part: Path, progress: bool) -> None:
-    try:
-        import gdown
-    except ImportError:
-        raise _SourceFailed("gdown is not installed: pip install gdown") from None
-    with contextlib.suppress(FileNotFoundError):
-        part.unlink()  # gdown keeps its own partial files; ours would only confuse it
-    try:
-        gdown.download(id=file_id, output=str(part), quiet=not progress)
-    except Exception as err:  # gdown raises several types (FileURLRetrievalError, requests errors...)
-        text = str(err).lower()
-        if any(marker in text for marker in ("too many users", "quota", "cannot retrieve the public link")):
-            raise _DrivePage(f"Google Drive refused the download ({_last_line(str(err))})") from None
-        raise _SourceFailed(f"gdown failed: {type(err).__name__}: {_last_line(str(err))}") from None
-    if not part.exists():
-        raise _SourceFailed("gdown finished without writing the file")
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no message)"

@@ -2,17 +2,21 @@
 import hashlib
 import http.server
 import os
+import re
 import stat
 import sys
 import threading
-import types
+import time
 
 import pytest
 
-from asif_nb import download
+from asif_nb import clients, download
 from asif_nb.download import DownloadError, fetch, fetch_file
+from asif_nb.transfer import Limits
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, so a resume offset is well inside the file
+# Tight limits so a misbehaving mirror is caught within about a second and retries do not wait.
+FAST = Limits(connect_timeout=2.0, read_timeout=2.0, min_rate=1000.0, grace=0.5, retries=2, backoff=0.01)
 DRIVE_PAGE = (
     b"<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head><body>"
     b"Too many users have viewed or downloaded this file recently.</body></html>"
@@ -205,23 +209,58 @@ def test_a_published_md5_is_checked(tmp_path):
 # ------------------------------------------------------------------------------------ http(s)
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Routes: path -> (body, content type[, behaviour]). Every misbehaviour is bounded, so no test can hang."""
+
     routes: dict = {}
     ranges_seen: list = []
+    requests: list = []
+    gate = threading.Event()  # the "gated" behaviour waits for it (10 s at most)
 
     def do_GET(self):
-        body, content_type = self.routes[self.path]
+        body, content_type, *rest = self.routes[self.path]
+        behaviour = rest[0] if rest else "bytes"
+        self.requests.append(self.path)
         start = 0
         if self.headers.get("Range"):
             self.ranges_seen.append(self.headers["Range"])
-            start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+            if behaviour != "ignore-range":
+                start = int(self.headers["Range"].split("=")[1].rstrip("-"))
             if start >= len(body):
                 self.send_error(416)
                 return
+        try:
+            self._answer(behaviour, body, content_type, start)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client hung up: what the misbehaving routes expect
+
+    def _answer(self, behaviour, body, content_type, start):
+        if behaviour.startswith("status:"):
+            self.send_error(int(behaviour.split(":")[1]))
+            return
+        if behaviour == "flaky" and self.requests.count(self.path) == 1:
+            self.send_error(503)
+            return
+        if behaviour == "gated":
+            self.gate.wait(10)
+        if behaviour == "slow":
+            time.sleep(0.5)
         self.send_response(206 if start else 200)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body) - start))
+        if behaviour not in ("endless", "unannounced"):
+            self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
-        self.wfile.write(body[start:])
+        if behaviour == "trickle":  # a byte every 0.2 s, 50 at most
+            for byte in body[start : start + 50]:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.2)
+        elif behaviour == "endless":  # until the client hangs up, 256 MiB at most
+            for _ in range(4096):
+                self.wfile.write(b"\0" * 65536)
+        elif behaviour == "close-early":  # announces the rest, sends 1000 bytes, hangs up
+            self.wfile.write(body[start : start + 1000])
+        else:
+            self.wfile.write(body[start:])
 
     def log_message(self, *args):
         pass
@@ -230,8 +269,9 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def http_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
-    _RangeHandler.routes, _RangeHandler.ranges_seen = {}, []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    _RangeHandler.routes, _RangeHandler.ranges_seen, _RangeHandler.requests = {}, [], []
+    _RangeHandler.gate = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", _RangeHandler
     server.shutdown()
@@ -269,6 +309,139 @@ def test_http_html_answer_is_recognised_as_a_drive_page(http_server):
     assert (fetch("blob", manifest=_entry(sources), progress=False) / "blob.bin").read_bytes() == PAYLOAD
 
 
+def _https(base, path):
+    return {"type": "https", "url": base + path}
+
+
+def test_a_trickling_mirror_is_stopped_and_the_failure_says_so(http_server):
+    base, handler = http_server
+    handler.routes["/slow"] = (PAYLOAD, "application/octet-stream", "trickle")
+    limits = Limits(connect_timeout=2.0, read_timeout=2.0, min_rate=1000.0, grace=0.5, retries=1, backoff=0.01)
+    with pytest.raises(DownloadError) as raised:
+        fetch("blob", manifest=_entry([_https(base, "/slow")]), progress=False, limits=limits)
+    message = str(raised.value)
+    assert message.startswith("could not fetch 'blob': every source failed:")
+    assert f"https {base}/slow: failed 2 times: 1) stalled: " in message and "2) stalled: " in message
+    assert "below the minimum of 1000 B/s" in message and "try again later or use another mirror" in message
+    assert not (_folder() / "blob.bin").exists()
+
+
+@pytest.mark.parametrize("behaviour", ["endless", "unannounced", "bytes"])
+def test_a_mirror_sending_more_than_the_manifest_size_is_stopped_at_the_cap(http_server, behaviour):
+    base, handler = http_server
+    handler.routes["/big"] = (PAYLOAD + b"and then some", "application/octet-stream", behaviour)
+    with pytest.raises(DownloadError) as raised:
+        fetch("blob", manifest=_entry([_https(base, "/big")]), progress=False, limits=FAST)
+    line = str(raised.value).splitlines()[1]
+    assert line.startswith(f"  - https {base}/big: ")
+    if behaviour == "bytes":  # the size was announced: refused before a byte is read
+        assert f"announces {len(PAYLOAD) + 13} bytes, more than the expected size ({len(PAYLOAD)} bytes)" in line
+    else:
+        assert f"more than {len(PAYLOAD)} bytes arrived (the expected size)" in line
+    assert not list(_folder().glob("blob.bin*"))  # nothing under the final name, no .part to resume from
+    assert handler.requests == ["/big"]  # a broken cap is not worth a retry
+
+
+def test_a_trust_on_first_use_file_is_capped_at_its_max_bytes(http_server):
+    base, handler = http_server
+    handler.routes["/endless"] = (PAYLOAD, "application/octet-stream", "endless")
+    manifest = _tofu([_https(base, "/endless")], max_bytes=300_000)
+    with pytest.raises(DownloadError, match=r"more than 300000 bytes arrived \(the cap max_bytes\)"):
+        fetch("blob", manifest=manifest, progress=False, limits=FAST)
+    assert not list(_folder().glob("blob.bin*"))
+
+
+def test_a_mirror_closing_early_is_retried_from_where_it_stopped_then_reported(http_server):
+    base, handler = http_server
+    handler.routes["/cut"] = (PAYLOAD, "application/octet-stream", "close-early")
+    manifest = _entry([_https(base, "/cut")])
+    with pytest.raises(DownloadError) as raised:
+        fetch("blob", manifest=manifest, progress=False, limits=FAST)
+    message = str(raised.value)
+    assert "failed 3 times: 1) truncated: the connection closed at byte 1000 of the 1048576 announced; " in message
+    assert "3) truncated: the connection closed at byte 3000 " in message
+    assert handler.ranges_seen == ["bytes=1000-", "bytes=2000-"]
+    # The bytes that did arrive are kept: once the mirror recovers, the next call resumes after them.
+    handler.routes["/cut"] = (PAYLOAD, "application/octet-stream")
+    assert (fetch("blob", manifest=manifest, progress=False, limits=FAST) / "blob.bin").read_bytes() == PAYLOAD
+    assert handler.ranges_seen[-1] == "bytes=3000-"
+
+
+def test_a_503_is_retried_and_the_retry_succeeds(http_server):
+    base, handler = http_server
+    handler.routes["/flaky"] = (PAYLOAD, "application/octet-stream", "flaky")
+    folder = fetch("blob", manifest=_entry([_https(base, "/flaky")]), progress=False, limits=FAST)
+    assert (folder / "blob.bin").read_bytes() == PAYLOAD and handler.requests == ["/flaky", "/flaky"]
+
+
+def test_each_mirror_failure_is_reported_and_a_404_is_not_retried(http_server):
+    base, handler = http_server
+    handler.routes["/gone"] = (PAYLOAD, "application/octet-stream", "status:404")
+    handler.routes["/down"] = (PAYLOAD, "application/octet-stream", "status:503")
+    with pytest.raises(DownloadError) as raised:
+        fetch("blob", manifest=_entry([_https(base, "/gone"), _https(base, "/down")]), progress=False, limits=FAST)
+    lines = str(raised.value).splitlines()
+    assert lines[1] == (f"  - https {base}/gone: HTTP 404 Not Found; "
+                        "the file is not there: the mirror moved or removed it")
+    assert lines[2].startswith(f"  - https {base}/down: failed 3 times: 1) HTTP 503 Service Unavailable; 2) HTTP 503")
+    assert handler.requests == ["/gone", "/down", "/down", "/down"]
+
+
+def test_a_mirror_that_ignores_range_is_downloaded_from_the_start(http_server):
+    base, handler = http_server
+    half = len(PAYLOAD) // 2
+    handler.routes["/blob.bin"] = (PAYLOAD, "application/octet-stream", "ignore-range")
+    _folder().mkdir(parents=True)
+    (_folder() / "blob.bin.part").write_bytes(b"\xff" * half)  # appended to, this would give a wrong file
+    folder = fetch("blob", manifest=_entry([_https(base, "/blob.bin")]), progress=False, limits=FAST)
+    assert (folder / "blob.bin").read_bytes() == PAYLOAD
+    assert handler.ranges_seen == [f"bytes={half}-"] and handler.requests == ["/blob.bin"]
+
+
+def test_two_concurrent_fetches_download_once(http_server):
+    base, handler = http_server
+    handler.routes["/blob"] = (PAYLOAD, "application/octet-stream", "slow")  # 0.5 s before it answers
+    manifest = _entry([_https(base, "/blob")])
+    start, results, errors = threading.Barrier(2), [], []
+
+    def worker():
+        start.wait(10)
+        try:
+            results.append(fetch("blob", manifest=manifest, progress=False, limits=FAST))
+        except Exception as err:  # reported below, not lost in the thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)  # a guard against a hang, not a speed test
+    assert not any(thread.is_alive() for thread in threads) and errors == []
+    assert results == [_folder(), _folder()] and handler.requests == ["/blob"]  # the second found it in the cache
+    assert (_folder() / "blob.bin").read_bytes() == PAYLOAD
+
+
+def test_a_fetch_that_waits_too_long_for_the_lock_says_why(http_server):
+    base, handler = http_server
+    handler.routes["/blob"] = (PAYLOAD, "application/octet-stream", "gated")  # answers once the gate opens
+    manifest = _entry([_https(base, "/blob")])
+    results = []
+    holder = threading.Thread(target=lambda: results.append(fetch("blob", manifest=manifest, progress=False)))
+    holder.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not handler.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert handler.requests == ["/blob"]  # the holder has the lock and is waiting on the mirror
+        with pytest.raises(DownloadError, match=r"another process \(or thread\) is fetching the same artifact into "
+                           + re.escape(str(_folder())) + r".*lock_timeout=0\.2 s"):
+            fetch("blob", manifest=manifest, progress=False, lock_timeout=0.2)
+    finally:
+        handler.gate.set()
+        holder.join(30)
+    assert results == [_folder()] and handler.requests == ["/blob"]
+
+
 # ------------------------------------------------------------------------------------ apt, npm, gdown (fakes)
 
 def _fake_tool(bin_dir, name, script):
@@ -293,7 +466,7 @@ if [ ! -e {tmp_path}/lists ]; then echo "E: Unable to locate package pkg" >&2; e
 cp {source} "./pkg_1%3a1.0-1_all.deb"
 """)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(download, "_apt_lists_updated", False)
+    monkeypatch.setattr(clients, "_apt_lists_updated", False)
     folder = fetch("blob", manifest=_package_entry("apt"), progress=False)
     assert (folder / "pkg_1.0-1_all.deb").read_bytes() == PAYLOAD  # renamed to the manifest's name
     assert log.read_text().splitlines() == ["download pkg=1.0-1", "update", "download pkg=1.0-1"]
@@ -301,7 +474,7 @@ cp {source} "./pkg_1%3a1.0-1_all.deb"
 
 
 def test_without_apt_get_the_next_source_is_used(tmp_path, monkeypatch):
-    monkeypatch.setattr(download.shutil, "which", lambda name: None)
+    monkeypatch.setattr(clients.shutil, "which", lambda name: None)
     manifest = _package_entry("apt")
     manifest["blob"]["sources"].append(_serve(tmp_path, "mirror.deb", PAYLOAD))
     assert (fetch("blob", manifest=manifest, progress=False) / "pkg_1.0-1_all.deb").read_bytes() == PAYLOAD
@@ -323,32 +496,115 @@ cp {source} "$5/pkg-1.0-1.tgz"
     assert (folder / "pkg_1.0-1_all.deb").read_bytes() == PAYLOAD
 
 
-def _fake_gdown(monkeypatch, behaviour):
-    module = types.ModuleType("gdown")
-    module.download = behaviour
-    monkeypatch.setitem(sys.modules, "gdown", module)
+def _gdown_stand_in(tmp_path, monkeypatch, body):
+    """Put a script in gdown's place: it is called as <script> <id> -O <output> --quiet."""
+    script = tmp_path / "gdown_stand_in.py"
+    prelude = "import subprocess, sys, time\nfrom pathlib import Path\nfile_id, flag, output = sys.argv[1:4]\n"
+    script.write_text(prelude + body)
+    monkeypatch.setattr(clients, "GDOWN_COMMAND", [sys.executable, str(script)])
+
+
+def _gdown_entry():
+    return _entry([{"type": "gdown", "id": "1abcdefghijk"}])
+
+
+def _alive(pid):
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state not in ("Z", "X")  # a zombie is dead, merely not yet reaped
+
+
+def _dead_soon(pid):
+    deadline = time.monotonic() + 5  # a guard against a hang, not a speed test
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
 
 
 def test_gdown_source_is_verified(tmp_path, monkeypatch):
-    calls = []
+    source, calls = tmp_path / "sources" / "blob.bin", tmp_path / "calls"
+    source.parent.mkdir()
+    source.write_bytes(PAYLOAD)
+    _gdown_stand_in(tmp_path, monkeypatch, f"""Path({str(calls)!r}).write_text(" ".join(sys.argv[1:]))
+partial = Path(output + "abcdefgh.part")  # gdown writes beside the output, then renames
+partial.write_bytes(Path({str(source)!r}).read_bytes())
+partial.rename(output)
+""")
+    folder = fetch("blob", manifest=_gdown_entry(), progress=False)
+    assert (folder / "blob.bin").read_bytes() == PAYLOAD
+    assert calls.read_text().startswith("1abcdefghijk -O ") and calls.read_text().endswith(" --quiet")
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["blob.bin"]
+    assert not [p for p in folder.iterdir() if p.name.startswith(".gdown-")]
 
-    def download_(id, output, quiet):
-        calls.append(id)
-        with open(output, "wb") as handle:
-            handle.write(PAYLOAD)
 
-    _fake_gdown(monkeypatch, download_)
-    folder = fetch("blob", manifest=_entry([{"type": "gdown", "id": "1abcdefghijk"}]), progress=False)
-    assert calls == ["1abcdefghijk"] and (folder / "blob.bin").read_bytes() == PAYLOAD
+GDOWN_FOOTER = r"\nTo report issues, please visit https://github.com/wkentaro/gdown/issues."
 
 
 def test_gdown_quota_error_is_mapped_to_the_drive_message(tmp_path, monkeypatch):
-    def download_(id, output, quiet):
-        raise RuntimeError("Failed to retrieve file url:\n\n\tToo many users have viewed or downloaded this file recently.")
+    # gdown wraps its message over indented lines: here between "Too many" and "users".
+    _gdown_stand_in(tmp_path, monkeypatch, f"""print("Failed to retrieve file url:\\n\\n\\tToo many", file=sys.stderr)
+print("\\tusers have viewed or downloaded this file recently.{GDOWN_FOOTER}", file=sys.stderr)
+sys.exit(1)
+""")
+    with pytest.raises(DownloadError, match=r"(?s)Google Drive refused.*Too many users have viewed.*wait 24 hours"):
+        fetch("blob", manifest=_gdown_entry(), progress=False)
 
-    _fake_gdown(monkeypatch, download_)
-    with pytest.raises(DownloadError, match=r"(?s)Google Drive refused.*wait 24 hours"):
-        fetch("blob", manifest=_entry([{"type": "gdown", "id": "1abcdefghijk"}]), progress=False)
+
+def test_a_gdown_failure_reports_its_error_not_its_footer(tmp_path, monkeypatch):
+    _gdown_stand_in(tmp_path, monkeypatch, f"""
+print("Error:\\n\\n\\tConnectionPool(host='drive.google.com'): Failed to", file=sys.stderr)
+print("\\tresolve 'drive.google.com' (Name or service not known){GDOWN_FOOTER}", file=sys.stderr)
+sys.exit(1)
+""")
+    with pytest.raises(DownloadError) as raised:
+        fetch("blob", manifest=_gdown_entry(), progress=False)
+    message = str(raised.value)
+    assert ("gdown id 1abcdefghijk: gdown failed (exit status 1): ConnectionPool(host='drive.google.com'): Failed to "
+            "resolve 'drive.google.com' (Name or service not known)") in message
+    assert "To report issues" not in message
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process groups")
+def test_gdown_writing_without_end_is_killed_at_the_cap(tmp_path, monkeypatch):
+    pids = tmp_path / "pids"
+    _gdown_stand_in(tmp_path, monkeypatch, f"""
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+Path({str(pids)!r}).write_text(f"{{child.pid}} {{__import__('os').getpid()}}")
+with open(output, "wb") as handle:
+    for _ in range(2000):  # 32 MiB in 20 s at most, if nobody stops it
+        handle.write(b"x" * 16384)
+        handle.flush()
+        time.sleep(0.01)
+""")
+    with pytest.raises(DownloadError) as raised:
+        fetch("blob", manifest=_gdown_entry(), progress=False)
+    assert f"gdown id 1abcdefghijk: wrote more than the cap of {len(PAYLOAD)} bytes" in str(raised.value)
+    assert "(the tool was stopped)" in str(raised.value)
+    assert all(_dead_soon(int(pid)) for pid in pids.read_text().split()), "gdown or its child outlived the cap"
+    assert [p.name for p in _folder().iterdir() if not p.name.startswith(".")] == []
+
+
+def test_gdown_that_stalls_is_killed_at_the_deadline(tmp_path, monkeypatch):
+    pids = tmp_path / "pids"
+    _gdown_stand_in(tmp_path, monkeypatch, f"""Path({str(pids)!r}).write_text(str(__import__('os').getpid()))
+Path(output).write_bytes(b"0123456789")
+time.sleep(20)
+""")
+    limits = Limits(connect_timeout=2.0, read_timeout=5.0, min_rate=1000.0, grace=1.0, retries=1, backoff=0.01)
+    with pytest.raises(DownloadError) as raised:
+        fetch("blob", manifest=_gdown_entry(), progress=False, limits=limits)
+    message = str(raised.value)
+    assert re.search(r"gdown id 1abcdefghijk: failed 2 times: 1\) stalled: \d+ bytes in ", message)
+    assert "below the minimum of 1000 B/s (the tool was stopped)" in message and "use another mirror" in message
+    assert _dead_soon(int(pids.read_text()))
 
 
 @pytest.mark.slow

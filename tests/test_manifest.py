@@ -115,3 +115,21 @@ def test_unreadable_manifests_say_what_is_wrong(tmp_path):
     broken.write_text("{", encoding="utf-8")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_manifest(broken)
+
+
+def test_every_file_has_a_byte_cap_and_drive_files_try_https_before_gdown():
+    for entry in load_manifest().values():
+        for file in entry["files"]:
+            # download.DEFAULT_MAX_BYTES would cap the rest, but each packaged file states its own bound.
+            assert file["bytes"] is not None or file.get("max_bytes"), (entry["id"], file["name"])
+        types = [source["type"] for source in entry["sources"]]
+        if "gdown" in types:  # drive.usercontent with confirm=t needs no cookie dance and streams under our limits
+            assert "https" in types and types.index("https") < types.index("gdown"), entry["id"]
+
+
+def test_max_bytes_must_be_a_positive_whole_number(tmp_path):
+    document = _document()
+    entry = next(e for e in document["artifacts"] if e["files"][0]["bytes"] is None)
+    entry["files"][0]["max_bytes"] = 0
+    with pytest.raises(ValueError, match=rf"{entry['id']}.*files/0/max_bytes"):
+        load_manifest(_write(tmp_path, document))
