@@ -37,7 +37,7 @@ from .transfer import Limits, TransferError, open_stream, with_retries
 
 MANIFEST_PATH = Path(__file__).with_name("data_manifest.json")
 SCHEMA_PATH = Path(__file__).with_name("data_manifest.schema.json")
-SOURCE_TYPES = ("apt", "npm", "https", "file", "gdown")
+SOURCE_TYPES = ("apt", "npm", "https", "file", "gdown", "hf")
 
 _CHUNK = 1 << 20
 DEFAULT_MAX_BYTES = 16 * 2**30  # the cap of a file whose manifest gives neither bytes nor max_bytes
@@ -145,6 +145,9 @@ def fetch(
     source's failure (a stall, a cap broken, a timeout, an HTTP status, a mismatch).
     """
     entry = _entry(artifact_id, manifest)
+    if entry["kind"] == "bundle":
+        raise ValueError(f"{artifact_id!r} is an anchor bundle: open it with asif_nb.load_bundle({artifact_id!r}), "
+                         "which fetches and verifies its shards.")
     if not isinstance(limits, Limits):
         raise ValueError(f"limits={limits!r}: pass an asif_nb.transfer.Limits(...).")
     if not lock_timeout >= 0:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .bundle import MANIFEST, AnchorSet, BundleError, open_bundle, read_manifest
 from .settings import cache_dir
+from .transfer import Limits
 
 _HUB_ID = re.compile(r"^(?:hf://datasets/)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@([\w./-]+))?$")
 MAX_MANIFEST_BYTES = 256 * 2**20
@@ -39,7 +40,7 @@ def load_bundle(path_or_id, n_pairs: int | None = None, *, verify: bool = True, 
         return open_bundle(_download(text.rstrip("/") + "/", text, limits), n_pairs, verify)
     entry = _manifest_bundle(text)
     if entry is not None:
-        return load_bundle(entry, n_pairs, verify=verify, limits=limits)
+        return open_bundle(_download_entry(entry, limits), n_pairs, verify)
     match = _HUB_ID.match(text)
     if match and not text.startswith(("/", ".", "~")):
         return open_bundle(_download_hub(match.group(1), match.group(2), limits), n_pairs, verify)
@@ -47,20 +48,24 @@ def load_bundle(path_or_id, n_pairs: int | None = None, *, verify: bool = True, 
                      "bundle in data_manifest.json.")
 
 
-def _manifest_bundle(artifact_id: str) -> str | None:
-    """The location of a ``kind: "bundle"`` manifest entry (its first source), or None."""
+def _manifest_bundle(artifact_id: str) -> dict | None:
+    """The ``kind: "bundle"`` entry of ``data_manifest.json`` with this id, or None."""
     from .download import load_manifest
 
     entry = load_manifest().get(artifact_id)
-    if entry is None or entry.get("kind") != "bundle":
-        return None
+    return entry if entry is not None and entry.get("kind") == "bundle" else None
+
+
+def _download_entry(entry: dict, limits) -> Path:
+    """A manifest bundle: its ``bundle.json`` must match the manifest's sha256, which pins every shard."""
     source = entry["sources"][0]
+    expected = entry["files"][0]["sha256"]
     if source["type"] == "hf":
-        return f"hf://datasets/{source['repo']}" + (f"@{source['revision']}" if source.get("revision") else "")
-    return source["url"]
+        return _download_hub(source["repo"], source.get("revision"), limits, expected)
+    return _download(source["url"].rstrip("/") + "/", f"{entry['id']}:{source['url']}", limits, expected)
 
 
-def _download_hub(repo: str, revision: str | None, limits) -> Path:
+def _download_hub(repo: str, revision: str | None, limits, expected_sha: str | None = None) -> Path:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     endpoint = os.environ.get("HF_ENDPOINT") or None
@@ -71,11 +76,12 @@ def _download_hub(repo: str, revision: str | None, limits) -> Path:
         raise BundleError(f"could not open the hub bundle {repo} ({first}): {type(err).__name__}: {err}. Check the "
                           "repo id and the connection (HF_ENDPOINT selects a mirror).") from None
     pinned = hf_hub_url(repo, MANIFEST, repo_type="dataset", revision=commit, endpoint=endpoint)
-    return _download(pinned[: -len(MANIFEST)], f"hf://datasets/{repo}@{commit}", limits)
+    return _download(pinned[: -len(MANIFEST)], f"hf://datasets/{repo}@{commit}", limits, expected_sha)
 
 
-def _download(base_url: str, label: str, limits) -> Path:
-    """Fetch ``bundle.json`` and every shard it lists from ``base_url`` into the cache; return the folder."""
+def _download(base_url: str, label: str, limits, expected_sha: str | None = None) -> Path:
+    """Fetch ``bundle.json`` (checked against ``expected_sha`` when given) and every shard it lists from
+    ``base_url`` into the cache; return the folder."""
     from .download import fetch
 
     folder = cache_dir() / "bundles" / "remote" / (
@@ -88,17 +94,13 @@ def _download(base_url: str, label: str, limits) -> Path:
                            "count": None, "licence": "see bundle.json", "citation": label, "version": label,
                            "verify": "on-first-download", "files": files, "sources": [source]}}
 
-    options = {"dest": folder, "progress": False}
-    if limits is not None:
-        options["limits"] = limits
-    if read_manifest(folder) is None:
-        fetch("bundle", manifest=entry([{"name": MANIFEST, "sha256": None, "bytes": None,
-                                         "max_bytes": MAX_MANIFEST_BYTES}]), **options)
+    limits = limits or Limits()
+    fetch("bundle", manifest=entry([{"name": MANIFEST, "sha256": expected_sha, "bytes": None,
+                                     "max_bytes": MAX_MANIFEST_BYTES}]), dest=folder, progress=False, limits=limits)
     manifest = read_manifest(folder)
     files = [{"name": name, "sha256": shard["sha256"][half], "bytes": shard["bytes"][half]}
              for shard in manifest["shards"] for half, name in shard["files"].items()]
-    fetch("bundle", manifest=entry(files), progress=True, dest=folder,
-          **({"limits": limits} if limits is not None else {}))
+    fetch("bundle", manifest=entry(files), dest=folder, progress=True, limits=limits)
     return folder
 
 

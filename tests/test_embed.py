@@ -248,3 +248,31 @@ def test_decoding_on_the_device_keeps_the_rows_and_gets_its_own_identity(fake_hu
                                np.asarray(by_pil.anchor_images, dtype=np.float32), atol=0.05)
     with pytest.raises(ValueError, match="decode='pil'"):
         embed_collection("cc12m", encoders[0], encoders[1], out=tmp_path / "x", decode="torchvision", **options)
+
+
+def test_a_bundle_listed_in_the_manifest_is_pinned_by_its_bundle_json_hash(fake_hub, make_shard, make_jpeg, encoders,
+                                                                           tmp_path, monkeypatch):
+    import hashlib
+
+    from asif_nb import download, fetch
+
+    _publish(fake_hub, make_shard, make_jpeg, [5])
+    out = embed_collection("cc12m", *encoders, n_pairs=5, shard_rows=4, out=tmp_path / "b", limits=FAST,
+                           progress=False)
+    commit = push_bundle(out, "teacher/listed")
+    document = json.loads(download.MANIFEST_PATH.read_text())
+    digest = hashlib.sha256((out / "bundle.json").read_bytes()).hexdigest()
+    entry = {"id": "teacher-cc12m-5", "description": "a shared bundle", "kind": "bundle", "count": 5, "licence": "-",
+             "citation": "-", "version": commit, "files": [{"name": "bundle.json", "sha256": digest, "bytes": None}],
+             "sources": [{"type": "hf", "repo": "teacher/listed", "revision": commit}]}
+    document["artifacts"].append(entry)
+    (tmp_path / "manifest.json").write_text(json.dumps(document))
+    monkeypatch.setattr(download, "MANIFEST_PATH", tmp_path / "manifest.json")
+    assert load_bundle("teacher-cc12m-5").collection.ids == load_bundle(out).collection.ids
+    with pytest.raises(ValueError, match="load_bundle"):
+        fetch("teacher-cc12m-5")
+    entry["files"][0]["sha256"] = "0" * 64
+    entry["id"] = "tampered"
+    (tmp_path / "manifest.json").write_text(json.dumps(document))
+    with pytest.raises(Exception, match="tampered|bundle.json"):
+        load_bundle("tampered")

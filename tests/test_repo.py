@@ -50,7 +50,7 @@ def test_notebook_follows_the_suite_pattern(path):
     cells = _cells(path)
     first = _source(cells[0])
     assert cells[0]["cell_type"] == "markdown"
-    badge = re.search(r"colab\.research\.google\.com/github/[^)\s]+/blob/main/notebooks/([^)\s]+)", first)
+    badge = re.search(r"colab\.research\.google\.com/github/[^)\s]+/blob/[^/\s]+/notebooks/([^)\s]+)", first)
     assert badge and badge.group(1) == path.name, f"{path.name}: the Colab badge must point to its own path"
     code = [_source(c) for c in cells if c["cell_type"] == "code"]
     assert any("google.colab" in src for src in code), f"{path.name}: no Colab-only install cell"
@@ -81,3 +81,18 @@ def test_environment_yml_agrees_with_pyproject():
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_badges_and_install_cells_name_one_repository_and_release():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "colab_links.py"), "--check"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    colab = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["asif-notebooks"]["colab"]
+    for path in NOTEBOOKS:
+        install = next(_source(c) for c in _cells(path) if c["cell_type"] == "code" and "google.colab" in _source(c))
+        repository, ref = colab["repository"], colab["ref"]
+        assert f'REPO, REF = "{repository}", "{ref}"' in install
+        assert "[notebooks]" not in install, f"{path.name}: Colab gets the plain package, not jupyterlab/papermill"

@@ -158,3 +158,13 @@ def test_a_missing_shard_is_not_retried(fake_hub, make_shard, monkeypatch):
     with pytest.raises(ShardError, match="shard 1"):
         list(source.samples(limits=FAST))
     assert fake_hub.gets(spec["pattern"].format(shard=1)) == 1
+
+
+def test_a_trickling_mirror_hits_the_deadline_and_is_named(fake_hub, make_shard, monkeypatch):
+    spec = _hub_with_shards(fake_hub, make_shard, [3])
+    monkeypatch.setitem(stream.HUB_DATASETS, "cc12m", {**spec, "n_shards": 1})
+    name = spec["pattern"].format(shard=0)
+    fake_hub.fault(spec["repo"], name, trickle_s=0.05)
+    slow = Limits(connect_timeout=5, read_timeout=5, min_rate=2000.0, grace=0.5, retries=1, backoff=0.01)
+    with pytest.raises(ShardError, match=f"shard 0 .*{name}.*stalled"):
+        list(hub_webdataset("cc12m", limits=slow).samples(limits=slow))
