@@ -66,6 +66,13 @@ def test_notebooks_01_and_02_run_the_paper_profile_offline(fake_hub, authors_tar
     import papermill
 
     _cc12m_from_the_demo_pairs(fake_hub)
+    import shutil
+
+    from asif_nb.settings import cache_dir
+
+    # the encoders fixture exported EfficientNet-Lite2 to ONNX in the usual cache; the notebooks' kernels reuse that
+    # export (it is checked against torch when it loads) instead of exporting it again
+    shutil.copytree(cache_dir() / "onnx", tmp_path / "cache" / "onnx")
     monkeypatch.setenv("ASIF_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("ASIF_RESULTS", str(tmp_path / "results"))
     parameters = {"profile": "paper", "image_encoder_name": "efficientnet-lite2", "text_encoder_name": "all-MiniLM-L6-v2",
