@@ -46,6 +46,21 @@ def _create_beside(path: Path) -> tuple[int, str]:
     raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new empty folder ``parent/<prefix><random>`` created like ``os.mkdir`` (0o777 minus the umask), for a
+    build that is renamed into place when complete (``tempfile.mkdtemp`` would leave the result 0o700)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        folder = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            folder.mkdir(mode=0o777)
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary folder in {parent}")
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks so large files need no memory."""
     digest = hashlib.sha256()

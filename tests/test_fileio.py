@@ -50,3 +50,11 @@ def test_a_failed_write_changes_nothing_and_leaves_no_temp_file(tmp_path):
             handle.write(b"half")
             raise RuntimeError("crash")
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]
+
+
+def test_a_temp_build_folder_gets_the_mode_of_a_plain_mkdir(tmp_path, umask):
+    from asif_nb.fileio import make_temp_dir
+
+    umask(0o022)
+    first, second = make_temp_dir(tmp_path, ".build."), make_temp_dir(tmp_path, ".build.")
+    assert first != second and first.name.startswith(".build.") and mode(first) == mode(second) == 0o755
