@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import IMAGENET_TEMPLATES, _clip_benchmark_json
+from .data import IMAGENET_TEMPLATES, clip_benchmark_json
 from .download import fetch, load_manifest
 from .fileio import atomic_write, sha256_file
 from .pipeline import EvalEmbeddings
@@ -88,7 +88,7 @@ def load_precomputed(path_or_artifact_id: str | os.PathLike, image_encoder=None,
             f"{n_templates} templates = {N_CLASSES * n_templates} rows (class-major): not their ImageNet prompts."
         )
     labels = _labels(folder / "labels.pkl", len(images))
-    class_names = list(_clip_benchmark_json("en_classnames.json")["imagenet1k"])
+    class_names = list(clip_benchmark_json("en_classnames.json")["imagenet1k"])
     if len(class_names) != N_CLASSES:
         raise ValueError(f"clip_benchmark lists {len(class_names)} ImageNet class names, not {N_CLASSES}: "
                          "reinstall clip-benchmark==1.6.2.")

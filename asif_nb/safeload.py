@@ -11,6 +11,11 @@ a plain Python int. Anything else is refused by name. The result is then walked 
 once, memoised by id) with bounds on the total number of items it expands to and on its nesting depth, so a
 few hundred bytes of shared references (a "billion laughs" pickle) is refused at once instead of being
 walked for minutes.
+
+``load_array_pickle(path)`` reads a pickle of plain containers, bytes and numeric numpy arrays, such as the
+CIFAR python batches (written by Python 2): ``_ArrayUnpickler`` resolves only numpy's array reconstruction
+(``_reconstruct`` for an empty ``ndarray`` placeholder and ``dtype``), each as a checked stand-in; the result is
+walked with the same bounds, and an array of objects is refused.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ _MAX_STORAGE_BYTES = 16 << 20
 
 _PLAIN = (str, int, float, bool, type(None))
 _CONTAINERS = (list, tuple, dict)
+_ARRAY_KINDS = "biuf"  # the numpy dtype kinds an array pickle may hold: bool, signed/unsigned int, float
 
 
 # --------------------------------------------------------------------------------------------- arrays
@@ -208,30 +214,97 @@ def _empty_ordered_dict(*args, **kwargs):
     return collections.OrderedDict()
 
 
-def _check_plain(value, max_items: int = MAX_LABEL_ITEMS, max_depth: int = MAX_LABEL_DEPTH) -> int:
+# --------------------------------------------------------------------------------------------- array pickles
+
+def load_array_pickle(path: str | os.PathLike):
+    """Read a pickle of plain containers, bytes and numeric numpy arrays without running code from it.
+
+    Made for datasets distributed as pickles, such as CIFAR's python batches (``{b"data": uint8 array,
+    b"fine_labels": [...]}``, written by Python 2: read with ``encoding="latin1"``, numpy's rule, so Python 2
+    strings come back as ``str``). The only globals resolved are numpy's array reconstruction (``_reconstruct``
+    under its numpy 1 and 2 module names, ``ndarray`` as its argument only, and ``dtype``); arrays must hold
+    bool, int, uint or float values. Returns what the file holds; anything else raises ``ValueError`` saying why.
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        try:
+            value = _ArrayUnpickler(handle).load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+                KeyError, RuntimeError, MemoryError, UnicodeDecodeError) as err:
+            raise ValueError(f"path={str(path)!r} is not a readable array pickle: {err}") from None
+    try:
+        _check_plain(value, arrays=True)
+    except ValueError as err:
+        raise ValueError(f"path={str(path)!r}: {err}") from None
+    return value
+
+
+class _NdarrayToken:
+    """Stands for ``numpy.ndarray`` in a pickle: accepted as ``_reconstruct``'s first argument, never called."""
+
+
+def _reconstruct(subtype, shape, typecode):
+    """Our ``numpy.core.multiarray._reconstruct``: the empty placeholder numpy's pickles fill in with BUILD."""
+    import numpy as np
+
+    if subtype is not _NdarrayToken or shape != (0,) or not isinstance(typecode, (str, bytes)):
+        raise pickle.UnpicklingError("numpy's _reconstruct may only build the empty ndarray placeholder numpy writes")
+    return np.ndarray((0,), dtype=np.uint8)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1 and Python 2 pickles
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2
+        ("numpy", "ndarray"): _NdarrayToken,
+        ("numpy", "dtype"): None,  # numpy.dtype itself, filled in lazily (numpy is imported only when needed)
+    }
+
+    def __init__(self, handle):
+        super().__init__(handle, encoding="latin1")
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: an array pickle may hold only plain containers, bytes and "
+                "numeric numpy arrays")
+        found = self._ALLOWED[(module, name)]
+        if found is None:
+            import numpy as np
+
+            found = np.dtype
+        return found
+
+
+def _check_plain(value, max_items: int = MAX_LABEL_ITEMS, max_depth: int = MAX_LABEL_DEPTH,
+                 arrays: bool = False) -> int:
     """Check ``value`` holds only plain containers of plain scalars; return how many items it expands to.
+    ``arrays=True`` also allows bytes and numpy arrays of bool/int/uint/float (each counts as one item).
 
     Each container is visited once (memoised by id), so shared references cost nothing to check; the count
     is the expanded one (what a consumer iterating the value would see), so a shared-reference bomb is
     refused as soon as it passes ``max_items``. Cycles are refused."""
     expanded: dict[int, int] = {}
     on_path: set[int] = set()
+    what, expected = ("the file", "not an array pickle") if arrays else ("label file", "not a label list")
 
     def visit(item, depth: int) -> int:
         kind = type(item)
         if kind in _PLAIN:
             return 1
+        if arrays and (kind is bytes or _is_numeric_array(item)):
+            return 1
         if kind not in _CONTAINERS:
-            raise ValueError(
-                f"label file holds a {kind.__name__}: only plain containers of str/int/float/bool/None are allowed"
-            )
+            allowed = "str/int/float/bool/None, bytes and numeric numpy arrays" if arrays else "str/int/float/bool/None"
+            detail = f" of dtype {item.dtype}" if hasattr(item, "dtype") else ""
+            raise ValueError(f"{what} holds a {kind.__name__}{detail}: only plain containers of {allowed} are allowed")
         key = id(item)
         if key in expanded:
             return expanded[key]
         if key in on_path:
-            raise ValueError("label file holds a container that contains itself: not a label list")
+            raise ValueError(f"{what} holds a container that contains itself: {expected}")
         if depth >= max_depth:
-            raise ValueError(f"label file nests deeper than {max_depth} levels: not a label list")
+            raise ValueError(f"{what} nests deeper than {max_depth} levels: {expected}")
         on_path.add(key)
         total = 1
         children = (x for pair in item.items() for x in pair) if kind is dict else item
@@ -239,7 +312,7 @@ def _check_plain(value, max_items: int = MAX_LABEL_ITEMS, max_depth: int = MAX_L
             total += visit(child, depth + 1)
             if total > max_items:
                 raise ValueError(
-                    f"label file expands to more than {max_items:,} items (shared references repeated many "
+                    f"{what} expands to more than {max_items:,} items (shared references repeated many "
                     "times): refusing a pickle bomb"
                 )
         on_path.discard(key)
@@ -247,3 +320,9 @@ def _check_plain(value, max_items: int = MAX_LABEL_ITEMS, max_depth: int = MAX_L
         return total
 
     return visit(value, 0)
+
+
+def _is_numeric_array(item) -> bool:
+    import numpy as np
+
+    return type(item) is np.ndarray and item.dtype.kind in _ARRAY_KINDS and item.dtype.fields is None

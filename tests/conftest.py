@@ -42,3 +42,178 @@ def jpeg_bytes(seed: int, size: int = 64) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+@pytest.fixture
+def temp_cache(tmp_path, monkeypatch):
+    """``ASIF_CACHE`` pointed at an empty ``tmp_path/cache`` for the test; returns that path."""
+    monkeypatch.setenv("ASIF_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def write_images():
+    """``write_images(folder, names)``: an 8 x 8 red image per name (format from the suffix) in ``folder``."""
+    return red_images
+
+
+def red_images(folder, names) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.new("RGB", (8, 8), "red").save(folder / name)
+
+
+# ------------------------------------------------------------------------------------------ the demo in miniature
+
+@pytest.fixture
+def make_deb():
+    """``make_deb(path, files, version="1.0-1", links=None)``: a real .deb (ar of debian-binary, control.tar.xz,
+    data.tar.xz) holding ``files`` ({path inside: bytes}) and symlinks ``links`` ({path: target})."""
+    return deb_file
+
+
+@pytest.fixture
+def make_npm():
+    """``make_npm(path, files, version="16.0.0")``: an npm tarball (``package/...``) with its package.json."""
+    return npm_file
+
+
+@pytest.fixture
+def svg_bytes():
+    """``svg_bytes(title, body=RECT)``: an OpenClipart-style SVG whose cc:Work dc:title is ``title``."""
+    return svg
+
+
+@pytest.fixture
+def make_packages(tmp_path):
+    """``make_packages(tuxpaint={}, openclipart={}, emoji={})`` → {manifest id: package file}: the demo's three
+    packages in miniature, each argument adding files to (or replacing files of) its package."""
+    def make(tuxpaint=None, openclipart=None, emoji=None) -> dict:
+        folder = tmp_path / "packages"
+        folder.mkdir(exist_ok=True)
+        return {
+            "tuxpaint-stamps-default": deb_file(folder / "tux.deb", {**tuxpaint_files(), **(tuxpaint or {})},
+                                                "2022.06.04-1"),
+            "openclipart-svg": deb_file(folder / "oc.deb", {**openclipart_files(), **(openclipart or {})},
+                                        "1:0.18+dfsg-19"),
+            "emoji-datasource-google": npm_file(folder / "emoji.tgz", {**emoji_files(), **(emoji or {})}),
+        }
+
+    return make
+
+
+@pytest.fixture
+def mini_packages(make_packages):
+    """The demo's three packages in miniature: {manifest id: package file}."""
+    return make_packages()
+
+
+STAMPS = "usr/share/tuxpaint/stamps/"
+OPENCLIPART = "usr/share/openclipart/svg/"
+RECT = b'<rect x="10" y="10" width="50" height="40" fill="blue"/>'
+
+
+def png(color=(200, 30, 30, 255), size=(40, 30)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def svg(title: bytes, body: bytes = RECT, size: bytes = b'width="100" height="80"', prolog: bytes = b"") -> bytes:
+    return (prolog + b'<svg xmlns="http://www.w3.org/2000/svg" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+            b'xmlns:cc="http://web.resource.org/cc/" xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
+            b'xmlns:xlink="http://www.w3.org/1999/xlink" ' + size + b'><metadata><rdf:RDF><cc:Work><dc:title>'
+            + title + b'</dc:title><dc:creator><cc:Agent><dc:title>Some Author</dc:title></cc:Agent></dc:creator>'
+            b'</cc:Work></rdf:RDF></metadata>' + body + b'</svg>')
+
+
+def tar_bytes(files: dict[str, bytes], mode="w:xz", links: dict[str, str] | None = None) -> bytes:
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            archive.addfile(info)
+    return buffer.getvalue()
+
+
+def deb_file(path, files: dict[str, bytes], version="1.0-1", links: dict[str, str] | None = None):
+    members = {"debian-binary": b"2.0\n",
+               "control.tar.xz": tar_bytes({"./control": f"Package: x\nVersion: {version}\n".encode()}),
+               "data.tar.xz": tar_bytes({"./" + name: content for name, content in files.items()},
+                                        links={"./" + name: target for name, target in (links or {}).items()})}
+    with open(path, "wb") as handle:
+        handle.write(b"!<arch>\n")
+        for name, content in members.items():
+            handle.write(f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(content):<10}`\n".encode())
+            handle.write(content + (b"\n" if len(content) % 2 else b""))
+    return path
+
+
+def npm_file(path, files: dict[str, bytes], version="16.0.0"):
+    import json
+
+    files = {"package/package.json": json.dumps({"name": "emoji-datasource-google", "version": version}).encode(),
+             **{"package/" + name: content for name, content in files.items()}}
+    path.write_bytes(tar_bytes(files, mode="w:gz"))
+    return path
+
+
+def tuxpaint_files(n_per_category=6) -> dict[str, bytes]:
+    files = {}
+    for category in ("animals", "food", "vehicles"):
+        for i in range(n_per_category):
+            stem = f"{STAMPS}{category}/sub/thing{i}"
+            files[stem + ".png"] = png((i * 30 % 255, 80, 120, 255))
+            files[stem + ".txt"] = f"A {category} thing number {i}.\nfr.utf8=Une chose.\n".encode()
+    files[f"{STAMPS}animals/sub/thing0_mirror.png"] = png()  # no .txt: a variant, skipped
+    files[f"{STAMPS}animals/sub/both.svg"] = svg(b"x")  # shipped as SVG and PNG: the PNG is kept
+    files[f"{STAMPS}animals/sub/both.png"] = png((0, 200, 0, 255))
+    files[f"{STAMPS}animals/sub/both.txt"] = b"A green frog.\n"
+    files[f"{STAMPS}animals/sub/photo.png"] = png((10, 10, 10, 255))
+    files[f"{STAMPS}animals/sub/photo.txt"] = b"A red apple.\n"  # same caption as a food stamp: one group
+    files[f"{STAMPS}food/apple.png"] = png((250, 0, 0, 255))
+    files[f"{STAMPS}food/apple.txt"] = b"A red apple.\n"
+    files[f"{STAMPS}food/gift.txt"] = b"A gift.\n"  # caption without image: skipped
+    files[f"{STAMPS}symbols/letters/a.png"] = png()
+    files[f"{STAMPS}symbols/letters/a.txt"] = b"The letter A.\n"
+    return files
+
+
+def openclipart_files() -> dict[str, bytes]:
+    titles = {"animals/cat_01": b"Black cat", "animals/star1": b"gramastar", "food/pear": b"Pear",
+              "food/x": b"Clipart by Nicu Buculei - pear", "tools/hammer": b"hammer",
+              "tools/zork": b"zorblax", "tools/empty": b""}
+    files = {OPENCLIPART + name + ".svg": svg(title) for name, title in titles.items()}
+    for i in range(5):
+        files[f"{OPENCLIPART}people/card{i}.svg"] = svg(b"playing card")
+    return files
+
+
+def emoji_files() -> dict[str, bytes]:
+    import json
+
+    entries = [
+        {"name": "GRINNING FACE", "unified": "1F600", "image": "1f600.png", "short_name": "grinning",
+         "category": "Smileys & Emotion", "has_img_google": True},
+        {"name": "", "unified": "1F44D", "image": "1f44d.png", "short_name": "thumbs_up", "category": "People & Body",
+         "has_img_google": True, "skin_variations": {"1F3FB": {"unified": "1F44D-1F3FB", "image": "1f44d-1f3fb.png"}}},
+        {"name": "EMOJI MODIFIER FITZPATRICK TYPE-1-2", "unified": "1F3FB", "image": "1f3fb.png",
+         "short_name": "skin-tone-2", "category": "Component", "has_img_google": True},
+        {"name": "Andorra Flag", "unified": "1F1E6-1F1E9", "image": "1f1e6-1f1e9.png", "short_name": "flag-ad",
+         "category": "Flags", "has_img_google": True},
+    ]
+    files = {"emoji.json": json.dumps(entries).encode()}
+    for image in ("1f600.png", "1f44d.png", "1f44d-1f3fb.png", "1f3fb.png", "1f1e6-1f1e9.png"):
+        files["img/google/64/" + image] = png((255, 200, 0, 128), size=(64, 64))
+    return files

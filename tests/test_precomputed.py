@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 import asif_nb  # noqa: E402
 from asif_nb import AsifModel, accuracy_topk, load_precomputed, mean_per_class_recall  # noqa: E402
 from asif_nb import precomputed  # noqa: E402
-from asif_nb.data import IMAGENET_TEMPLATES, _clip_benchmark_json  # noqa: E402
+from asif_nb.data import IMAGENET_TEMPLATES, clip_benchmark_json  # noqa: E402
 from asif_nb.pipeline import evaluate  # noqa: E402
 
 N_IMAGES, D_VIT, D_DINO, D_TEXT, LATENT = 40, 16, 8, 12, 10
@@ -98,7 +98,7 @@ def test_the_authors_tar_evaluates_like_a_direct_computation(tmp_path):
     np.testing.assert_array_equal(embedded.images, WORLD.vit)
     np.testing.assert_array_equal(embedded.prompts, WORLD.prompts)
     np.testing.assert_array_equal(embedded.labels, WORLD.labels)
-    assert embedded.class_names == _clip_benchmark_json("en_classnames.json")["imagenet1k"]
+    assert embedded.class_names == clip_benchmark_json("en_classnames.json")["imagenet1k"]
     assert embedded.templates == IMAGENET_TEMPLATES and embedded.n_templates == 7 and embedded.captions is None
 
     result = evaluate(_model(), embedded)

@@ -253,3 +253,20 @@ def test_a_pt_file_holding_a_numpy_array_loads_but_nothing_else_from_numpy(tmp_p
     torch.save(np.float32(1.5), tmp_path / "scalar.pt")  # numpy.core.multiarray.scalar is not an array global
     with pytest.raises(pickle.UnpicklingError, match="scalar"):
         load_tensors(tmp_path / "scalar.pt")
+
+
+# --------------------------------------------------------------------------------------------- array pickles
+
+def test_load_array_pickle_reads_numeric_arrays_and_refuses_everything_else(tmp_path):
+    from asif_nb.safeload import load_array_pickle
+
+    value = {b"data": np.arange(12, dtype=np.uint8).reshape(3, 4), "labels": [1, 2], "f": np.ones(2, np.float32)}
+    loaded = load_array_pickle(_write(tmp_path / "ok.pkl", value))
+    assert (loaded[b"data"] == value[b"data"]).all() and loaded["labels"] == [1, 2] and loaded["f"].dtype == np.float32
+    with pytest.raises(ValueError, match="holds a ndarray of dtype object"):
+        load_array_pickle(_write(tmp_path / "objects.pkl", {"data": np.array([1, "x"], dtype=object)}))
+    with pytest.raises(ValueError, match="refusing to load posix.system"):
+        load_array_pickle(_write(tmp_path / "evil.pkl", {"data": _Evil()}))
+    (tmp_path / "call.pkl").write_bytes(b"\x80\x02cnumpy\nndarray\n(J\x00\xe1\xf5\x05tR.")  # ndarray(100_000_000)
+    with pytest.raises(ValueError, match="not a readable array pickle"):
+        load_array_pickle(tmp_path / "call.pkl")
