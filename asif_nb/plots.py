@@ -163,7 +163,8 @@ def _explained_pair(row, collection, positions):
         positions.update((pair_id, i) for i, pair_id in enumerate(collection.ids))
     if row["id"] not in positions:
         raise ValueError(f"anchor id {row['id']!r} is not in the collection {getattr(collection, 'name', '')!r}: pass "
-                         "the collection the model's pairs came from.")
+                         "the collection the model's pairs came from, and build the model with "
+                         "ids=list(collection.ids) so that its anchors can be found.")
     pair = collection[positions[row["id"]]]
     return pair.caption, pair.image
 
