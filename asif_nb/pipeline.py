@@ -10,7 +10,9 @@ shared (``bundle=``).
 """
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,19 +24,12 @@ from .encoders import load_image_encoder, load_text_encoder
 from .metrics import accuracy_topk, mean_per_class_recall, retrieval_recall
 from .model import AsifModel
 from .profiles import Profile, get_profile
+from .prompts import check_class_names, check_templates, prompts_for  # prompts_for: public here too
 
 
 def cache_key(*parts: str) -> str:
     """A cache key safe for a file name, readable by a person: ``folder:/a/b`` → ``folder-a-b``."""
     return "-".join(re.sub(r"[^A-Za-z0-9._]+", "-", str(part)).strip("-") for part in parts if part)
-
-
-def prompts_for(class_names, templates) -> list[str]:
-    """Class-major prompt list (class c, template t at row ``c * len(templates) + t``), as
-    ``AsifModel.classify`` expects. Templates use ``{c}`` for the class name, as CLIP_benchmark does."""
-    if not templates:
-        raise ValueError("templates is empty: pass at least one, e.g. ['a photo of a {c}.'].")
-    return [template.format(c=name) for name in class_names for template in templates]
 
 
 def embed_anchors(collection, image_encoder, text_encoder, progress: bool = True) -> AnchorSet:
@@ -200,6 +195,11 @@ class Asif:
     ``encode_image`` / ``encode_text`` return the sparse relative representations (scipy CSR, one row per
     input, N = number of anchor pairs columns); ``similarity`` is their dense product, the cosine similarity of
     the normalised representations; ``classify`` picks the best class prompt.
+
+    Images and texts are lists; a single image (a path, a PIL image, bytes) or a single string is one row, as
+    ``clip.tokenize("a cat")`` does (a bare string is never read as a list of characters). Class names and
+    templates must be lists (``check_class_names``, ``check_templates``): ``classify(images, "cat")`` is refused,
+    since one class is no classification.
     """
 
     def __init__(self, model: AsifModel, image_encoder, text_encoder, anchors: AnchorSet | None = None,
@@ -210,6 +210,7 @@ class Asif:
         self.anchors = anchors  # the raw anchor embeddings and the collection they came from
         self.collection = anchors.collection if anchors is not None else None
         self.profile = profile
+        self._positions = self._positions_of = None  # the collection's id -> position, built on first use
 
     def __repr__(self):
         return (
@@ -218,12 +219,10 @@ class Asif:
         )
 
     def embed_images(self, images, progress: bool = False) -> np.ndarray:
-        return self.image_encoder.encode(list(images), progress=progress)
+        return self.image_encoder.encode(_image_list(images), progress=progress)
 
     def embed_texts(self, texts, progress: bool = False) -> np.ndarray:
-        if isinstance(texts, str):
-            texts = [texts]
-        return self.text_encoder.encode(list(texts), progress=progress)
+        return self.text_encoder.encode(_text_list(texts), progress=progress)
 
     def encode_image(self, images):
         return self.model.encode_image(self.embed_images(images))
@@ -232,10 +231,15 @@ class Asif:
         return self.model.encode_text(self.embed_texts(texts))
 
     def similarity(self, images, texts) -> np.ndarray:
+        images, texts = _image_list(images), _text_list(texts)  # checked before either is embedded
         return self.model.similarity(self.embed_images(images), self.embed_texts(texts))
 
     def classify(self, images, class_names, templates=("a photo of a {c}.",), reduce="max", unknown_threshold=None):
-        prompt_embeddings = self.embed_texts(prompts_for(class_names, templates))
+        """``(pred, scores)`` of ``AsifModel.classify`` for raw images against ``class_names`` (a list) filled
+        into ``templates`` (a list of ``{c}`` strings; ``"{}"`` is read as ``{c}``)."""
+        images = _image_list(images)
+        templates = check_templates(templates)
+        prompt_embeddings = self.embed_texts(prompts_for(check_class_names(class_names), templates))
         return self.model.classify(
             self.embed_images(images),
             prompt_embeddings,
@@ -244,14 +248,63 @@ class Asif:
             unknown_threshold=unknown_threshold,
         )
 
+    def anchor_pair(self, pair_id):
+        """The collection's pair with id ``pair_id`` (``.caption``, ``.image``): anchors are found by id, never
+        by position, so edits of the model (``add_pairs``, ``remove_pairs``, ``prune``) cannot mix them up."""
+        if self.collection is None:
+            raise ValueError("this Asif has no collection to look pairs up in: build it with asif_nb.load(...) or "
+                             "pass anchors= (an AnchorSet) to Asif(...).")
+        pair = self._find_pair(pair_id)
+        if pair is None:
+            raise ValueError(f"no pair of the collection {getattr(self.collection, 'name', '')!r} has id "
+                             f"{pair_id!r}: check the ids in asif.model.ids or asif.collection.ids.")
+        return pair
+
     def explain(self, image, text: str, top: int = 20) -> list[dict]:
-        """The anchors behind one image–text score, with their captions and image paths attached."""
-        rows = self.model.explain(self.embed_images([image])[0], self.embed_texts([text])[0], top=top)
-        if self.collection is not None:
-            for row in rows:
-                pair = self.collection[int(row["anchor"])]
-                row["caption"], row["image"] = pair.caption, pair.image
+        """The anchors behind one image–text score (``AsifModel.explain`` rows), each with its ``id`` and the
+        ``caption`` and ``image`` of that pair in the collection, looked up by id (both ``None`` for a pair the
+        collection does not hold, e.g. one added with ``model.add_pairs`` under a new id)."""
+        if not isinstance(text, str):
+            raise TypeError(f"explain takes one text (a string), got {type(text).__name__}: call it once per text.")
+        images = _image_list(image)
+        if len(images) != 1:
+            raise TypeError(f"explain takes one image, got {len(images)}: call it once per image.")
+        rows = self.model.explain(self.embed_images(images)[0], self.embed_texts([text])[0], top=top)
+        for row in rows:
+            row.setdefault("id", self.model.ids[int(row["anchor"])])
+            if self.collection is not None:
+                pair = self._find_pair(row["id"])
+                row["caption"], row["image"] = (None, None) if pair is None else (pair.caption, pair.image)
         return rows
+
+    def _find_pair(self, pair_id):
+        if self._positions_of is not self.collection:  # built once per collection: ids -> positions
+            self._positions = {known: i for i, known in enumerate(self.collection.ids)}
+            self._positions_of = self.collection
+        position = self._positions.get(pair_id)
+        return None if position is None else self.collection[position]
+
+
+def _image_list(images) -> list:
+    """A list of image items; one image (path, bytes, PIL image) becomes a list of one."""
+    from PIL import Image
+
+    if isinstance(images, (str, bytes, bytearray, os.PathLike, Image.Image)):
+        return [images]
+    if isinstance(images, Mapping) or not isinstance(images, Iterable):
+        raise TypeError(f"images must be a list of images (paths, PIL images or bytes) or one image, got "
+                        f"{type(images).__name__}.")
+    return list(images)
+
+
+def _text_list(texts) -> list:
+    """A list of strings; one string becomes a list of one."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray, Mapping)) or not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be a list of strings or one string, got {type(texts).__name__}: decode bytes "
+                        "first (b.decode('utf-8')).")
+    return list(texts)
 
 
 def load(profile: str = "demo", *, bundle=None, device: str = "auto", progress: bool = True, **overrides) -> Asif:

@@ -1,50 +1,17 @@
-"""Contrastive baselines for notebook 08: CLIP from scratch, LiT-style, and frozen–frozen linear alignment.
-
-The CLIP code follows the formal algorithms of Salas-Flores, Zou & Zhang (2023), "Making Text-Image Connection
-Formal and Practical" (the seed ``004``), and keeps its names:
-
-- a transformer layer is ``g(f(x | Mask))`` with pre-LN (eqs. 1–2):
-  ``f(x | Mask) = MSA(LN(x) | Mask) + x`` and ``g(x) = GELU(LN(x) W_h + b_h) W_o + b_o + x``;
-- Algorithm 1, ``ViT``: patches ``x_p = f_r(I)``, ``x = [x_class; E x_p^1; ...; E x_p^N] + E_pos``, L layers with
-  ``Mask_BID = 1``, output ``y = g(x_class)``;
-- Algorithm 2, ``GPT``: ``x = E_tkn[T] + E_pos``, L layers with ``Mask_UND[t', t''] = 1[t' <= t'']``, output
-  ``y = LN(x_eos)``;
-- Algorithm 3, ``CLIP``: ``I_fe = ViT(I) E_i``, ``T_fe = GPT(T) E_t``, ``Z_img[i, j] = S_C(I_fe^i, T_fe^j)`` (cosine),
-  ``Z_text = Z_img^T``;
-- the loss, eqs. 4–6: the symmetric InfoNCE ``L = 1/2 E_n[l_n(I->T) + l_n(T->I)]`` with ``l_n = -log softmax(Z/τ)_nn``.
-
-Temperature convention (as OpenAI's CLIP): the learnable parameter is ``log(1/τ)``, initialised at
-``log(1/0.07)``; τ is kept in ``[0.01, 100]`` (the seed's clipping) by clamping that parameter after every
-optimiser step (``clip_temperature_``), so ``1/τ`` never exceeds 100.
-
-Mixed precision (the seed's low-resource recipe): autocast in the forward pass only, and only on a GPU. On a
-CPU the autocast path is off whatever ``amp`` says: CPU half precision is slow and not what the seed measured.
-
-The two cheap baselines train on cached embeddings of the frozen encoders that ASIF uses:
-``lit_heads`` (LiT-style: locked image tower — the frozen image embedding itself, no trained image weights —
-and a trained text head, an MLP on frozen sentence embeddings) and ``linear_heads`` (both frozen, two trained
-linear maps into a shared space).
-"""
+"""The trained models of notebook 08: CLIP (Algorithms 1–3 of the seed), its loss and temperature, a word
+tokenizer and pixel loader for it, and the heads trained on frozen embeddings (LiT-style, frozen–frozen linear).
+See the package docstring for the conventions."""
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
-import time
 from collections import Counter
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from .metrics import accuracy_topk, mean_per_class_recall, retrieval_recall
-
-__all__ = [
-    "clip_loss", "Temperature", "mask_und", "mask_bid", "TransformerLayer", "ViT", "GPT", "CLIP", "CLIPConfig", "WordTokenizer",
-    "EmbeddingHeads", "lit_heads", "linear_heads", "TrainResult", "train_contrastive", "encode_in_batches",
-    "evaluate_features", "image_pixels", "count_parameters", "compute_parameters", "training_flops", "autocast_dtype",
-]
 
 TAU_INIT = 0.07
 TAU_MIN, TAU_MAX = 0.01, 100.0
@@ -311,7 +278,7 @@ def image_pixels(images, size: int = 32) -> torch.Tensor:
     """Images (paths or PIL) as a float tensor (n, 3, size, size) in [-1, 1], transparency composited on white."""
     from PIL import Image
 
-    from .encoders import load_image
+    from ..encoders import load_image
 
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
     for i, item in enumerate(images):
@@ -353,166 +320,3 @@ def lit_heads(image_dim: int, text_dim: int, hidden: int = 256) -> EmbeddingHead
 def linear_heads(image_dim: int, text_dim: int, shared_dim: int = 128) -> EmbeddingHeads:
     """Frozen–frozen linear alignment: both encoders frozen, two trained linear maps into a shared space."""
     return EmbeddingHeads(nn.Linear(image_dim, shared_dim, bias=False), nn.Linear(text_dim, shared_dim, bias=False))
-
-
-# ---------------------------------------------------------------------------------------------- training
-
-def autocast_dtype(device: str, amp: bool = True):
-    """The autocast dtype for the forward pass: float16 on a GPU when ``amp``, else None (autocast off).
-    On a CPU autocast is always off."""
-    return torch.float16 if amp and str(device).startswith("cuda") else None
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def compute_parameters(model: nn.Module) -> int:
-    """Trained parameters that cost multiply-adds per token: all but embedding tables (a lookup is free)."""
-    lookups = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    return sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in lookups)
-
-
-def training_flops(n_parameters: int, tokens_per_example: int, examples_seen: int) -> float:
-    """The usual estimate ``6 · parameters · tokens``: 2 FLOPs per parameter per token forward, twice that
-    backward. It ignores attention's quadratic term (small at these lengths) and the frozen encoders' forward
-    passes (ASIF pays those too: they embed the anchors once)."""
-    return 6.0 * n_parameters * tokens_per_example * examples_seen
-
-
-@dataclasses.dataclass
-class TrainResult:
-    losses: list            # mean loss of each epoch
-    seconds: float          # wall time of the optimisation loop
-    steps: int
-    examples_seen: int
-    n_parameters: int       # trained parameters
-    flops: float            # training_flops estimate (embedding tables left out)
-    amp: bool               # whether autocast was on
-
-
-def _take(inputs, index):
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(_take(x, index) for x in inputs)
-    return inputs[index]
-
-
-def _to(inputs, device):
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(_to(x, device) for x in inputs)
-    return inputs.to(device, non_blocking=True)
-
-
-def _length(inputs):
-    return len(inputs[0]) if isinstance(inputs, (tuple, list)) else len(inputs)
-
-
-def train_contrastive(model, images, texts, *, epochs: int = 10, steps: int | None = None, batch_size: int = 128,
-                      lr: float = 5e-4, weight_decay: float = 0.1, warmup_steps: int | None = None, seed: int = 0,
-                      device: str = "cpu", amp: bool = True, tokens_per_example: int = 1) -> TrainResult:
-    """Minimise eq. 6 over matching rows of ``images`` and ``texts`` (tensors, or tuples of tensors such as
-    ``(T, eos_position)``) with AdamW (β = 0.9, 0.99 as the seed), linear warm-up then cosine decay, and τ clipped
-    after every step. ``model(images, texts)`` must return the two feature batches; ``model.tau`` is τ and
-    ``model.temperature.clip_()`` clamps it (as ``CLIP`` and ``EmbeddingHeads`` do). ``steps``, when given,
-    replaces ``epochs``: exactly that many optimiser steps, reshuffling at every pass over the data.
-
-    Batches are shuffled with ``seed``; the last partial batch is dropped (a batch of 1 has no negatives); with
-    fewer than ``batch_size`` pairs the whole set is one batch. ``amp`` turns on float16 autocast for the
-    forward pass on a GPU only (see ``autocast_dtype``). ``tokens_per_example`` feeds the FLOPs estimate."""
-    n = _length(images)
-    if n != _length(texts):
-        raise ValueError(f"images has {n} rows but texts has {_length(texts)}: pass one text per image.")
-    if n < 2:
-        raise ValueError(f"only {n} pair(s): contrastive training needs at least 2 (the negatives come from the batch).")
-    if epochs < 1 or batch_size < 2 or (steps is not None and steps < 1):
-        raise ValueError(f"epochs={epochs} and steps={steps} must be >= 1 (steps may be None), "
-                         f"batch_size={batch_size} >= 2.")
-    generator = torch.Generator().manual_seed(seed)
-    model.to(device).train()
-    dtype = autocast_dtype(device, amp)
-    trained = [p for p in model.parameters() if p.requires_grad]
-    # On a busy 2-core CPU the multi-tensor ("foreach") AdamW was 4-50x slower than the plain loop (idle: equal).
-    on_gpu = str(device).startswith("cuda")
-    # As CLIP: no weight decay on gains, biases, τ and other vectors, only on matrices.
-    optimizer = torch.optim.AdamW([{"params": [p for p in trained if p.ndim >= 2], "weight_decay": weight_decay},
-                                   {"params": [p for p in trained if p.ndim < 2], "weight_decay": 0.0}],
-                                  lr=lr, betas=(0.9, 0.99), foreach=on_gpu)
-    size = min(batch_size, n)
-    batches_per_epoch = n // size
-    total = steps if steps is not None else epochs * batches_per_epoch
-    epochs = math.ceil(total / batches_per_epoch)
-    warmup = min(total // 10, 2000) if warmup_steps is None else warmup_steps
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (step + 1) / warmup if step < warmup else
-                                                 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype is not None)
-    losses, seen = [], 0
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        order = torch.randperm(n, generator=generator)
-        epoch_loss, batches = 0.0, min(batches_per_epoch, total - epoch * batches_per_epoch)
-        for b in range(batches):
-            index = order[b * size:(b + 1) * size]
-            image_batch, text_batch = _to(_take(images, index), device), _to(_take(texts, index), device)
-            with torch.autocast("cuda", dtype=dtype or torch.float16, enabled=dtype is not None):
-                image_features, text_features = model(image_batch, text_batch)
-            loss = clip_loss(image_features, text_features, model.tau)  # float32 outside autocast
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            model.temperature.clip_()
-            epoch_loss += loss.item()
-            seen += len(index)
-        losses.append(epoch_loss / batches)
-    if on_gpu:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    model.eval()
-    return TrainResult(losses, seconds, total, seen, count_parameters(model),
-                       training_flops(compute_parameters(model), tokens_per_example, seen), dtype is not None)
-
-
-@torch.no_grad()
-def encode_in_batches(encode, inputs, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
-    """``encode`` (e.g. ``model.encode_image``) over ``inputs`` in batches; L2-normalised float32 numpy rows."""
-    out = []
-    for start in range(0, _length(inputs), batch_size):
-        batch = _to(_take(inputs, slice(start, start + batch_size)), device)
-        out.append(F.normalize(encode(batch).float(), dim=1).cpu())
-    return torch.cat(out).numpy()
-
-
-def _unit_rows(x) -> np.ndarray:
-    return F.normalize(torch.as_tensor(np.asarray(x, dtype=np.float32)), dim=1).numpy()
-
-
-def evaluate_features(image_features, prompt_features=None, labels=None, n_templates: int = 1,
-                      caption_features=None, reduce: str = "max") -> dict:
-    """The metrics ``pipeline.evaluate`` reports for ASIF, for any model that embeds images and texts in one
-    space: cosine scores, a class scores its best template (``reduce="max"``, the rule ASIF uses) or the mean of
-    its normalised templates (``"mean"``, CLIP's); ties counted against us. Captions: caption i belongs to image i."""
-    if reduce not in ("max", "mean"):
-        raise ValueError(f"reduce={reduce!r} is not known: use 'max' or 'mean'.")
-    images = _unit_rows(image_features)
-    result = {"n_images": int(len(images))}
-    if prompt_features is not None:
-        prompts = _unit_rows(prompt_features)
-        if len(prompts) % n_templates:
-            raise ValueError(f"{len(prompts)} prompts is not a multiple of n_templates={n_templates}: pass "
-                             "class-major prompts (class c, template t at row c*T + t).")
-        n_classes = len(prompts) // n_templates
-        if reduce == "max":
-            scores = (images @ prompts.T).reshape(len(images), n_classes, n_templates).max(axis=2)
-        else:
-            means = prompts.reshape(n_classes, n_templates, -1).mean(axis=1)
-            scores = images @ (means / np.linalg.norm(means, axis=1, keepdims=True)).T
-        labels = np.asarray(labels)
-        result.update(accuracy_topk(scores, labels, k=(1, 5), ties="worst"))
-        result["mean_per_class_recall"] = float(mean_per_class_recall(scores, labels, ties="worst"))
-        result["chance"] = 1.0 / n_classes
-    if caption_features is not None:
-        captions = _unit_rows(caption_features)
-        similarity = images @ captions.T
-        result.update(retrieval_recall(similarity, np.arange(len(similarity)), k=(1, 5), ties="worst"))
-    return result
