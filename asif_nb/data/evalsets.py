@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..prompts import check_class_names, check_templates
+
 from ..settings import cache_dir
 from .archives import package_source, unpack_archive
 from .demo import FASHION_MNIST_PACKAGE, check_packages, read_demo
@@ -80,15 +82,8 @@ def _names_from(value, eval_name: str, what: str) -> list[str] | None:
             else:
                 raise ValueError(f"{what}={str(value)!r} has no entry {key!r}: keys are {sorted(document)[:10]}…")
         value = document
-    values = [str(v) for v in value]
-    if what == "templates":
-        values = [t.replace("{}", "{c}") for t in values]  # CLIP's notebooks write "{}"
-        bad = [t for t in values if "{c}" not in t]
-        if bad:
-            raise ValueError(f"templates {bad[:3]} have no {{c}} placeholder for the class name.")
-    if not values:
-        raise ValueError(f"{what} is empty.")
-    return values
+    # the one check every template and class list of the suite goes through (asif_nb.prompts)
+    return check_templates(value) if what == "templates" else check_class_names(value)
 
 
 def _subset(n, total: int, labels: np.ndarray | None = None) -> np.ndarray:
