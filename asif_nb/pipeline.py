@@ -245,12 +245,15 @@ class Asif:
         )
 
     def explain(self, image, text: str, top: int = 20) -> list[dict]:
-        """The anchors behind one image–text score, with their captions and image paths attached."""
+        """The anchors behind one image–text score, with their captions and image paths attached: looked up
+        by pair id, so they stay right after the model's pairs are edited (None for a pair the collection lacks)."""
         rows = self.model.explain(self.embed_images([image])[0], self.embed_texts([text])[0], top=top)
         if self.collection is not None:
+            position = {pair_id: i for i, pair_id in enumerate(self.collection.ids)}
             for row in rows:
-                pair = self.collection[int(row["anchor"])]
-                row["caption"], row["image"] = pair.caption, pair.image
+                i = position.get(row["id"])
+                pair = None if i is None else self.collection[i]
+                row["caption"], row["image"] = (None, None) if pair is None else (pair.caption, pair.image)
         return rows
 
 
