@@ -125,25 +125,37 @@ def by_index(keys):
     """(similarities, anchor indices) of the keys of each row, sorted by anchor index: the L2 norm sums the
     row, and a float sum depends on its order, so the order is fixed."""
     values, index = decode_keys(keys)
-    order = np.argsort(index, axis=1)
-    return np.take_along_axis(values, order, axis=1), np.take_along_axis(index, order, axis=1)
+    # one integer sort moves each similarity (its bits in the low half) along with its index (< 2**31)
+    packed = (index << 32) | values.view(np.uint32).astype(np.int64)
+    packed.sort(axis=1)
+    return (packed & 0xFFFFFFFF).astype(np.uint32).view(np.float32), packed >> 32
 
 
-def to_csr(values, index, p, clamp_negative, n_anchors):
-    """The representation as scipy CSR (n, n_anchors) float32: kept similarities (clamped), raised to p,
-    L2-normalised; zeros are not stored. ``values``/``index`` come from ``by_index``."""
+def scaled(values, index, clamp_negative, n_anchors):
+    """What every p starts from: the kept similarities (``by_index``), negative ones set to 0 when
+    ``clamp_negative``, divided by the row's largest magnitude (so that v**p cannot underflow where the row's
+    largest value does not), and the anchor indices in the CSR index type."""
     if clamp_negative:
         values = np.maximum(values, np.float32(0))
-    # dividing by the row's largest magnitude first keeps v**p from underflowing; the L2 norm removes it
     peak = np.abs(values).max(axis=1, keepdims=True)
-    weights = (values / np.where(peak > 0, peak, np.float32(1))) ** np.float32(p)
+    return values / np.where(peak > 0, peak, np.float32(1)), index.astype(np.int32 if n_anchors < 2**31 else np.int64)
+
+
+def to_csr(values, index, p, n_anchors):
+    """The representation as scipy CSR (n, n_anchors) float32 from ``scaled`` similarities: raised to p and
+    L2-normalised (the division by the peak cancels out); zeros are not stored."""
+    weights = values ** np.float32(p)
     norm = np.sqrt((weights * weights).sum(axis=1, keepdims=True))
-    weights = weights / np.where(norm > 0, norm, np.float32(1))
-    stored = weights != 0
-    indptr = np.concatenate([[0], np.cumsum(stored.sum(axis=1))]).astype(np.int64)
-    matrix = scipy.sparse.csr_matrix((weights[stored], index[stored].astype(np.int32 if n_anchors < 2**31
-                                                                             else np.int64), indptr),
-                                     shape=(weights.shape[0], n_anchors))
+    flat = (weights / np.where(norm > 0, norm, np.float32(1))).ravel()
+    stored = flat != 0
+    if stored.all():
+        data, indices = flat, index.ravel()
+        indptr = np.arange(0, flat.size + 1, max(1, values.shape[1]), dtype=np.int64)
+    else:
+        keep = np.flatnonzero(stored)
+        data, indices = flat[keep], index.ravel()[keep]
+        indptr = np.concatenate([[0], np.cumsum(stored.reshape(values.shape).sum(axis=1))]).astype(np.int64)
+    matrix = scipy.sparse.csr_matrix((data, indices, indptr), shape=(values.shape[0], n_anchors))
     matrix.has_sorted_indices = True
     return matrix
 
@@ -153,7 +165,7 @@ def _representation(queries, anchors, k, p, clamp_negative, chunk_size, memory_b
     keys = np.concatenate([found for q0 in range(0, queries.shape[0], per_pass)
                            for _, found in running_topk(queries[q0:q0 + per_pass], anchors, k, [anchors.n],
                                                         chunk_size, block)])
-    return to_csr(*by_index(keys), p, clamp_negative, anchors.n)
+    return to_csr(*scaled(*by_index(keys), clamp_negative, anchors.n), p, anchors.n)
 
 
 def relative_representation(queries, anchors, k=800, p=8, clamp_negative=True, chunk_size=None,
@@ -193,16 +205,33 @@ def _class_means(texts, n_classes, n_templates):
 def class_scores(images, texts, n_templates=1, reduce="max"):
     """Dense float32 (n_images, n_classes) scores of CSR ``images`` against class-major CSR prompt rows
     ``texts``: per class its best template (``max``) or its re-normalised mean template (``mean``). With
-    ``n_templates=1`` this is ``images @ texts.T``. Rows go in blocks so that the dense products stay small."""
+    ``n_templates=1`` this is ``images @ texts.T``. Rows go in blocks so that the dense products stay small.
+
+    Every scipy product below adds, for each score, the products of the two rows' weights over their shared
+    anchors in increasing anchor order, so a score depends on its two rows only, and the choices below change
+    speed, never a bit (measured by benchmarks/bench_model.py, they keep sweep's 96 points cheap): the sparse
+    product walks the rows of the side with fewer non-zeros (few prompts: ~5x faster with many anchors);
+    where the text rows are dense (k close to N) scipy's sparse x dense product, which adds a 0 for each anchor
+    a text lacks (no change to a sum), runs ~10x faster than the sparse one.
+    """
     n_classes = texts.shape[0] // n_templates
     if reduce == "mean":
         texts, n_templates = _class_means(texts, n_classes, n_templates), 1
-    columns = texts.T.tocsr()
+    n_texts, n_anchors = texts.shape
+    dense = 8 * texts.nnz >= n_texts * n_anchors and 4 * n_texts * n_anchors <= _PRODUCT_BYTES
+    columns = texts.T.toarray() if dense else None
     out = np.empty((images.shape[0], n_classes), dtype=np.float32)
-    step = max(1, _PRODUCT_BYTES // (16 * texts.shape[0]))
+    step = max(1, _PRODUCT_BYTES // (16 * n_texts))
     for r0 in range(0, images.shape[0], step):
-        block = np.asarray((images[r0:r0 + step] @ columns).toarray(), dtype=np.float32)
-        out[r0:r0 + step] = block.reshape(len(block), n_classes, n_templates).max(axis=2)
+        rows = images[r0:r0 + step]
+        if dense:
+            block = rows @ columns
+        elif texts.nnz < rows.nnz:
+            block = (texts @ rows.T.tocsr()).T.toarray()
+        else:
+            columns = texts.T.tocsr() if columns is None else columns
+            block = (rows @ columns).toarray()
+        out[r0:r0 + step] = np.asarray(block, dtype=np.float32).reshape(len(block), n_classes, n_templates).max(axis=2)
     return out
 
 

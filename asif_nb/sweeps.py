@@ -11,7 +11,7 @@ import numpy as np
 
 from .metrics import predict
 from .model import (by_index, check_k, check_p, check_positive_int, check_reduce, check_templates, class_scores,
-                    to_csr)
+                    scaled, to_csr)
 from .settings import resolve_device
 from .topk import Anchors, count_rows, plan, prepare_queries, running_topk
 
@@ -85,11 +85,11 @@ def sweep(image_embeddings, labels, prompt_embeddings, anchor_images, anchor_tex
             for k_value in ks:
                 if k_value > size:
                     continue
-                image_rows = by_index(np.ascontiguousarray(image_best[:, :k_value]))
-                prompt_rows = by_index(np.ascontiguousarray(prompt_best[:, :k_value]))
+                image_rows = scaled(*by_index(image_best[:, :k_value]), clamp_negative, size)
+                prompt_rows = scaled(*by_index(prompt_best[:, :k_value]), clamp_negative, size)
                 for p_value in ps:
-                    scores = class_scores(to_csr(*image_rows, p_value, clamp_negative, size),
-                                          to_csr(*prompt_rows, p_value, clamp_negative, size), n_templates, reduce)
+                    scores = class_scores(to_csr(*image_rows, p_value, size), to_csr(*prompt_rows, p_value, size),
+                                          n_templates, reduce)
                     hits = int(np.sum(predict(scores) == labels[q0:q0 + per_pass]))
                     correct[size, k_value, p_value] = correct.get((size, k_value, p_value), 0) + hits
     return [{"n_pairs": size, "k": k_value, "p": p_value, "applicable": k_value <= size,

@@ -4,9 +4,9 @@ Queries (n, d) meet the N anchors of their modality tile by tile (``_TILE`` anch
 query we keep its k best anchors so far as int64 keys that sort like (cosine similarity desc, anchor index
 asc), so the result is exact and ties go to the lowest anchor index, whatever the order of the work. Once a
 query holds k keys, only similarities strictly above its k-th value can enter (an equal one comes from a
-larger index and loses the tie); those few are merged in with one ``topk`` per tile. Memory is O(anchors +
-n * k + one tile per block of query rows), never an n x N matrix, and ``memory_budget`` bounds the working
-part (more passes over the anchors when n * k itself does not fit).
+larger index and loses the tie); those few are merged in now and then (``_RunningTopK``). Memory is
+O(anchors + n * k + one tile per block of query rows), never an n x N matrix, and ``memory_budget`` bounds the
+working part (more passes over the anchors when n * k itself does not fit).
 
 Same bits everywhere on the CPU: a BLAS rounds a dot product differently depending on the shape of the
 product it sits in (fewer than 8 rows, few columns), so anchors always go in tiles of exactly ``_TILE`` rows
@@ -17,12 +17,13 @@ A GPU picks its kernels by shape too: there results agree to float tolerance.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
 
-_TILE = 8192
+# Anchors per matrix product. 2,048: the similarities of a 2,000-query block (16 MB) are still in the cache
+# when the filter reads them (bench_model.py: 1.10-1.19x the bare product, against ~1.3x with 8,192).
+_TILE = 2048
 _ROW_MULTIPLE = 16
 _MAX_ROW_BLOCK = 2048
 _EMPTY = torch.iinfo(torch.int64).min  # the key of an empty slot: below every real key
@@ -217,24 +218,11 @@ def decode_keys(keys):
 
 
 def _best_keys(sims, start, k):
-    """The keys of each row's k best entries of ``sims`` (numpy on the CPU, torch on a GPU; anchors start..),
-    exact: a float partial sort (no int64 key per similarity), redone with keys for the rows that have a tie
-    at their k-th value, where which of the tied entries was kept is unspecified."""
-    width = sims.shape[1]
-    if isinstance(sims, np.ndarray):
-        columns = np.arange(start, start + width)
-        if width <= k:
-            return encode_keys(sims, columns[None, :])
-        index = np.argpartition(sims, width - k, axis=1)[:, width - k:]
-        values = np.take_along_axis(sims, index, axis=1)
-        kth = values.min(axis=1)
-        tied = np.flatnonzero((sims >= kth[:, None]).sum(axis=1) > k)
-        keys = encode_keys(values, index + start)
-        if tied.size:
-            keys[tied] = np.partition(encode_keys(sims[tied], columns[None, :]), width - k, axis=1)[:, width - k:]
-        return keys
-    columns = torch.arange(start, start + width, device=sims.device)
-    if width <= k:
+    """The keys of each row's k best entries of ``sims`` (anchors start..), exact: a float ``topk`` (no int64
+    key per similarity), redone with keys for the rows that have a tie at their k-th value, where which of the
+    tied entries ``topk`` kept is unspecified."""
+    columns = torch.arange(start, start + sims.shape[1], device=sims.device)
+    if sims.shape[1] <= k:
         return encode_keys(sims, columns.expand(sims.shape[0], -1))
     values, index = torch.topk(sims, k, dim=1, sorted=False)
     keys = encode_keys(values, index + start)
@@ -247,40 +235,36 @@ def _best_keys(sims, start, k):
 class _RunningTopK:
     """The exact top-k keys of a block of query rows, fed their similarities in increasing anchor order.
 
-    On a GPU every tile's own top-k is merged in (``topk`` is cheap there). On the CPU, once a row holds k keys
+    On a GPU each part's own top-k is merged in (``topk`` is cheap there). On the CPU, once a row holds k keys
     it only takes similarities strictly above its k-th value (an equal one has a larger index and loses the
-    tie); after the first tiles these are rare. They wait in ``pending`` and are merged (one partition over
+    tie); after the first tiles these are rare. They wait in ``pending`` and are merged (one ``topk`` over
     k + pending per row) once some row holds k/2 of them. What this buys, measured by
-    benchmarks/bench_model.py: a top-k per tile costs ~50 % of the matrix product on the CPU, the filter a few %.
-    The bookkeeping is numpy: single-threaded, it does not stall on a busy machine as torch's parallel loops do.
+    benchmarks/bench_model.py: a top-k per tile costs ~50 % of the matrix product on the CPU, the filter ~15 %.
+    The filter is numpy (its ``flatnonzero`` is several times faster than torch's ``nonzero``).
     """
 
     def __init__(self, n, k, device):
         self.k, self.seen, self.gpu = k, 0, device.type != "cpu"
-        self.keys = torch.full((n, k), _EMPTY, dtype=torch.int64, device=device) if self.gpu \
-            else np.full((n, k), _EMPTY, dtype=np.int64)
+        self.keys = torch.full((n, k), _EMPTY, dtype=torch.int64, device=device)
         self.threshold = np.full(n, -np.inf, dtype=np.float32)  # the k-th best value, once k anchors were seen
         self.pending, self.counts = [], np.zeros(n, dtype=np.int64)
 
     def add(self, sims, start):
         """Take similarities ``sims`` (rows, w) to anchors start..start+w-1."""
-        if self.gpu:
-            both = torch.cat([self.keys, _best_keys(sims, start, self.k)], dim=1)
-            self.keys = torch.topk(both, self.k, dim=1, sorted=False).values
-        elif self.seen < self.k:  # not full yet: every value may enter
+        if self.gpu or self.seen < self.k:  # (on the CPU: not full yet, every value may enter)
             self.seen += sims.shape[1]  # first: the merge sets the thresholds once k anchors were seen
-            self._merge(_best_keys(sims.numpy(), start, self.k))
-        else:
-            s = sims.numpy()
-            rows, columns = np.divmod(np.flatnonzero(s > self.threshold[:, None]), s.shape[1])
-            if rows.size:
-                counts = np.bincount(rows, minlength=len(self.counts))
-                # each survivor's column in the pending block: after the row's earlier ones
-                slot = self.counts[rows] + np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
-                self.pending.append((rows, slot, encode_keys(s[rows, columns], columns + start)))
-                self.counts += counts
-                if self.counts.max() >= max(1, self.k // 2):
-                    self._merge()
+            self._merge(_best_keys(sims, start, self.k))
+            return
+        s = sims.numpy()
+        rows, columns = np.divmod(np.flatnonzero(s > self.threshold[:, None]), s.shape[1])
+        if rows.size:
+            counts = np.bincount(rows, minlength=len(self.counts))
+            # each survivor's column in the pending block: after the row's earlier ones
+            slot = self.counts[rows] + np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
+            self.pending.append((rows, slot, encode_keys(s[rows, columns], columns + start)))
+            self.counts += counts
+            if self.counts.max() >= max(1, self.k // 2):
+                self._merge()
 
     def _merge(self, extra=None):
         parts = [self.keys] + ([] if extra is None else [extra])
@@ -288,33 +272,32 @@ class _RunningTopK:
             block = np.full((len(self.counts), self.counts.max()), _EMPTY, dtype=np.int64)
             for rows, slot, keys in self.pending:
                 block[rows, slot] = keys
-            parts.append(block)
+            parts.append(torch.from_numpy(block))
             self.pending, self.counts[:] = [], 0
         if len(parts) > 1:
-            both = np.concatenate(parts, axis=1)
-            self.keys = np.partition(both, both.shape[1] - self.k, axis=1)[:, -self.k:]
-            if self.seen >= self.k:
-                self.threshold = decode_keys(self.keys.min(axis=1))[0]
+            self.keys = torch.topk(torch.cat(parts, dim=1), self.k, dim=1, sorted=False).values
+            if not self.gpu and self.seen >= self.k:
+                self.threshold = decode_keys(self.keys.min(dim=1).values.numpy())[0]
 
     def result(self):
         """The top-k keys (n, k) so far, numpy int64, unordered (``_EMPTY`` in slots not filled yet)."""
-        if self.gpu:
-            return self.keys.cpu().numpy()
         self._merge()
-        return self.keys
+        return self.keys.cpu().numpy()
 
 
 def plan(n, k, memory_budget, snapshots=0):
     """(query rows per pass over the anchors, rows per matrix product) within ``memory_budget`` bytes. A row of
-    a block holds a tile of similarities and, for the first tile, its partial sort (about 14 bytes per anchor of
-    a tile), and one merge's int64 keys; a row of a pass holds its k keys and pending survivors, plus
+    a block holds a tile of similarities and, for the first tile, its top-k and tie check (at most 14 bytes per
+    anchor of a tile), and one merge's int64 keys; a row of a pass holds its k keys and pending survivors, plus
     ``snapshots`` copies of the keys (``running_topk``). The row block does not change a result: any number of
     rows from 16 up gives the same bits, and blocks of 1000+ rows make the fastest products."""
     budget = DEFAULT_BUDGET if memory_budget is None else memory_budget
     per_block_row = 14 * _TILE + 24 * 2 * k
     block = min(_MAX_ROW_BLOCK, max(_ROW_MULTIPLE, budget // 2 // per_block_row // _ROW_MULTIPLE * _ROW_MULTIPLE))
-    per_pass = max(block, (budget - block * per_block_row) // (8 * k * (4 + snapshots)))
-    return int(min(per_pass, n)), int(block)
+    per_pass = int(min(n, max(block, (budget - block * per_block_row) // (8 * k * (4 + snapshots)))))
+    # blocks of equal size: a last block of a few rows would read a whole tile for little work
+    blocks = math.ceil(per_pass / block)
+    return per_pass, int(min(block, _ROW_MULTIPLE * math.ceil(per_pass / blocks / _ROW_MULTIPLE)))
 
 
 def running_topk(queries, anchors, k, stops, chunk_size=None, block=_MAX_ROW_BLOCK):

@@ -28,7 +28,7 @@ def sweep_data(seed=7, n_pairs=700, n_classes=5):
 
 @pytest.mark.parametrize("reduce", ["max", "mean"])
 def test_sweep_equals_one_model_per_point(reduce):
-    # prefix sizes inside the first tile, at its end, inside the second and at the end of the anchors
+    # prefix sizes inside a tile (tiles are 2,048 anchors), at the end of one, and at the end of the anchors
     queries, labels, prompts, images, texts = sweep_data(n_pairs=20000)
     sizes, ks, ps = [30, 100, 8192, 9000, 20000], [1, 10, 50, 200], [1, 8]
     rows = sweep(queries, labels, prompts, images, texts, n_pairs=sizes, k=ks, p=ps, n_templates=2, reduce=reduce,
