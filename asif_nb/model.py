@@ -268,7 +268,7 @@ class AsifModel:
         ids = _check_ids(ids, n_images)
         images = Anchors(anchor_images, "anchor_images", self.device, unit=_unit)
         texts = Anchors(anchor_texts, "anchor_texts", self.device, unit=_unit)
-        self._images, self._texts, self._ids, self._k, self._p = images, texts, ids, k, p
+        self._images, self._texts, self._ids, self._k, self._p = images, texts, tuple(ids), k, p
         self._position = {pair_id: i for i, pair_id in enumerate(ids)}
 
     @classmethod
@@ -304,8 +304,8 @@ class AsifModel:
 
     @property
     def ids(self):
-        """The pair ids, in anchor order."""
-        return tuple(self._ids)
+        """The pair ids, in anchor order (a tuple: ``model.ids[i]`` costs nothing, even in a loop)."""
+        return self._ids
 
     def settings(self):
         """The keyword arguments that rebuild this model's behaviour over other anchors: ``k``, ``p``, ``ids``,
@@ -437,7 +437,7 @@ class AsifModel:
                 raise ValueError(f"{new.name} has dimension {new.dim} but the model's has {old.dim}: embed "
                                  "with the same encoders.")
         self._replace(torch.cat([self._images.materialise(), images.materialise()]),
-                      torch.cat([self._texts.materialise(), texts.materialise()]), self._ids + ids)
+                      torch.cat([self._texts.materialise(), texts.materialise()]), self._ids + tuple(ids))
 
     def remove_pairs(self, ids):
         """Delete pairs by id (one id, a sequence of ids, or a boolean mask with one entry per pair, see
@@ -456,7 +456,7 @@ class AsifModel:
     def _replace(self, images, texts, ids):
         self._images = Anchors(images, "anchor_images", self.device, unit=True)
         self._texts = Anchors(texts, "anchor_texts", self.device, unit=True)
-        self._ids = list(ids)
+        self._ids = tuple(ids)
         self._position = {pair_id: i for i, pair_id in enumerate(self._ids)}
 
     # -- files --------------------------------------------------------------------------------------------
