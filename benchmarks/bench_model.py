@@ -10,6 +10,8 @@
 3. sweep over 8 prefix sizes x 3 k x 4 p within 1.5x one single evaluation at the largest size
    (building the model from the same raw arrays, then classify).
 
+Everything runs on the CPU (device="cpu"), where the goals are set, also on a machine with a GPU.
+
 Usage: python benchmarks/bench_model.py [--quick]   (--quick: a 10x smaller run to try the script)
 """
 from __future__ import annotations
@@ -80,7 +82,7 @@ def bench_representation(n, n_anchors, dim, k):
     queries = clustered(rng, n, dim)
     anchors = clustered(rng, n_anchors, dim)
     texts = anchors[:, : dim // 2].copy()  # the text side is not used here; keep it small
-    model = AsifModel(anchors, texts, k=k, p=8)
+    model = AsifModel(anchors, texts, k=k, p=8, device="cpu")
     q, a = torch.from_numpy(queries), torch.from_numpy(anchors)
     chunk = 8192
     buffer = torch.empty((n, chunk))
@@ -157,7 +159,7 @@ def memory_child(n, n_anchors, dim, k):
     rng = np.random.default_rng(0)
     queries = clustered(rng, n, dim)
     anchors = clustered(rng, n_anchors, dim)
-    model = AsifModel(anchors, anchors[:, : dim // 2].copy(), k=k, p=8)
+    model = AsifModel(anchors, anchors[:, : dim // 2].copy(), k=k, p=8, device="cpu")
     anchor_bytes = anchors.nbytes
     del anchors
     gc.collect()
@@ -177,12 +179,12 @@ def bench_sweep(n_images, n_classes, n_anchors, dims, ks, ps, n_sizes):
     sizes = np.unique(np.geomspace(max(ks), n_anchors, n_sizes).round().astype(int)).tolist()
 
     def single():
-        model = AsifModel(anchor_images, anchor_texts, k=max(ks), p=ps[-1])
+        model = AsifModel(anchor_images, anchor_texts, k=max(ks), p=ps[-1], device="cpu")
         pred, _ = model.classify(images, prompts)
         return accuracy(pred, labels)
 
     def run_sweep():
-        return sweep(images, labels, prompts, anchor_images, anchor_texts, n_pairs=sizes, k=ks, p=ps)
+        return sweep(images, labels, prompts, anchor_images, anchor_texts, n_pairs=sizes, k=ks, p=ps, device="cpu")
 
     wall, cpu = best_of({"single": single, "sweep": run_sweep})
     rows = run_sweep()

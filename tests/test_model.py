@@ -207,6 +207,17 @@ def test_similarity_is_the_product_of_the_representations_whatever_the_batch(n_a
     assert np.array_equal(model.similarity(images[3:4], texts[5:7]), got[3:4, 5:7])
 
 
+def test_a_score_does_not_depend_on_how_many_texts_come_with_it():
+    # 8 texts against 2,000 anchors with k=300 are dense rows; 8,400 texts are too many to hold densely:
+    # the scores are computed by different scipy products, and must agree bit for bit
+    rng = np.random.default_rng(21)
+    model = AsifModel(rng.standard_normal((2000, 6)), rng.standard_normal((2000, 5)), k=300, p=3, **CPU)
+    images, texts = rng.standard_normal((20, 6)), rng.standard_normal((8400, 5))
+    many = model.similarity(images, texts)
+    assert np.array_equal(model.similarity(images, texts[:8]), many[:, :8])
+    assert np.array_equal(model.similarity(images[:1], texts[-3:]), many[:1, -3:])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # classify, explain, the tie rule
 
