@@ -23,8 +23,7 @@ _EXPORTS = {
     # the ASIF model (paper §2)
     "AsifModel": "model",
     "relative_representation": "model",
-    "sweep": "model",
-    "threshold_curve": "model",
+    "sweep": "sweeps",
     # encoders and the embedding cache
     "load_image_encoder": "encoders",
     "load_text_encoder": "encoders",
@@ -57,6 +56,7 @@ _EXPORTS = {
     "prune": "memory",
     "quantize_anchors": "memory",
     "topk_agreement": "memory",
+    "pruning_curve": "memory",
     # the trained baselines (notebook 08)
     "clip_loss": "contrastive",
     "train_contrastive": "contrastive",
@@ -64,7 +64,10 @@ _EXPORTS = {
     "CLIPConfig": "contrastive",
     "lit_heads": "contrastive",
     "linear_heads": "contrastive",
-    # evaluation
+    # evaluation (one tie rule: predict / accuracy)
+    "predict": "metrics",
+    "accuracy": "metrics",
+    "threshold_curve": "metrics",
     "accuracy_topk": "metrics",
     "mean_per_class_recall": "metrics",
     "retrieval_recall": "metrics",

@@ -7,66 +7,52 @@ An ASIF model *is* its anchors: N image-caption pairs, stored as two embedding m
 - **usage** is readable: anchor i is used by a query when it is one of the query's k non-zeros
   (``usage_counts``), and a pair influences a prediction only through the product of its two weights
   (``influence``, the same number ``AsifModel.explain`` reports);
-- **pruning** keeps a subset of rows (``prune``, ``most_used``);
+- **pruning** keeps a subset of rows (``prune``, ``most_used``, ``pruning_curve``);
 - **compression** stores the rows in fewer bytes (``quantize`` / ``quantize_anchors``): fp16, int8 with one
-  scale per row, or product quantisation (Jegou et al., 2010 — the paper's suggestion for scaling up),
-  written here in numpy so that every step can be read.
+  scale per row, or product quantisation (Jegou et al., 2010 — the paper's suggestion for scaling up) with
+  codebooks learnt by scikit-learn's k-means.
 
 Design: a compressed model is an ordinary ``AsifModel`` built from the *dequantised* anchors, so the whole
 core API (classify, explain, add/remove, save) and its exactness rules apply to it unchanged; what storage
 would cost is reported beside it (``QuantizedAnchors.nbytes``). ``fp32`` is the lossless format: its model is
-an exact copy of the original, bit for bit.
-
-``anchor_embeddings`` and ``perturb_pairs`` need the model's stored (normalised) rows and a model built from
-rows that are already unit-length without normalising them again (normalising twice moves about half the
-rows by one float32 ulp). ``AsifModel`` has no public way to do either, so ``_stored_rows`` and
-``_with_rows`` are the only two places where this module reaches inside it; tests pin their behaviour.
+an exact copy of the original, bit for bit. This module uses ``AsifModel``'s public methods only
+(``anchor_embeddings``, ``from_unit_rows``, ``settings``, ``positions``).
 """
 from __future__ import annotations
 
-import copy
 import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
-import torch
 
+from .metrics import accuracy
 from .model import AsifModel
 
-__all__ = ["anchor_embeddings", "usage_counts", "most_used", "prune", "influence", "perturb_pairs", "quantize",
-           "Quantized", "quantize_anchors", "QuantizedAnchors", "topk_agreement", "METHODS"]
+__all__ = ["anchor_embeddings", "usage_counts", "most_used", "prune", "pruning_curve", "influence",
+           "perturb_pairs", "quantize", "Quantized", "quantize_anchors", "QuantizedAnchors", "topk_agreement",
+           "METHODS"]
 
 METHODS = ("fp32", "fp16", "int8", "pq")
 
 
-# ----------------------------------------------------------------------------------------------------
-# the model's stored anchors
-
-
-def _stored_rows(model: AsifModel):
-    """The model's normalised float32 anchor rows, as torch tensors (private: see the module docstring)."""
-    return model._images.materialise(), model._texts.materialise()
-
-
-def _with_rows(model: AsifModel, images, texts) -> AsifModel:
-    """A copy of ``model`` (same ids, k, p, settings) whose anchors are the given unit-length float32 rows,
-    stored as they are (private: see the module docstring)."""
-    new = copy.copy(model)
-    new._replace(torch.as_tensor(images), torch.as_tensor(texts), model.ids)
-    return new
-
-
 def anchor_embeddings(model: AsifModel) -> tuple[np.ndarray, np.ndarray]:
-    """The model's anchors as it stores them: L2-normalised float32 ``(images (N, d1), texts (N, d2))``,
-    row i = pair ``model.ids[i]``. Copies, so changing them changes nothing in the model."""
-    images, texts = _stored_rows(model)
-    return images.cpu().numpy().copy(), texts.cpu().numpy().copy()
+    """``model.anchor_embeddings()``: the normalised float32 anchors, as copies."""
+    _check_model(model)
+    return model.anchor_embeddings()
 
 
 def _check_model(model):
     if not isinstance(model, AsifModel):
         raise ValueError(f"model is a {type(model).__name__}: pass an asif_nb.AsifModel (e.g. asif.model).")
+
+
+def _with_rows(model: AsifModel, images, texts, keep=None) -> AsifModel:
+    """A model with ``model``'s settings over unit-length rows (the pairs at positions ``keep``, else all)."""
+    settings = model.settings()
+    if keep is not None:
+        settings["ids"] = [settings["ids"][i] for i in keep]
+    return AsifModel.from_unit_rows(images, texts, **settings)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -105,23 +91,48 @@ def most_used(model: AsifModel, counts, n: int) -> list:
 
 
 def prune(model: AsifModel, keep_ids) -> AsifModel:
-    """A new model made of only the pairs ``keep_ids`` (kept in the model's order); ``model`` is unchanged.
-
-    The result is exactly the model built from those pairs alone (``remove_pairs`` on a copy). It needs at
-    least k pairs; lower ``model.k`` first otherwise.
-    """
+    """A new model made of only the pairs ``keep_ids`` (ids or a boolean mask, see ``AsifModel.positions``;
+    kept in the model's order); ``model`` is unchanged. The result is exactly the model built from those pairs
+    alone (``remove_pairs`` of the others on a copy). It needs at least k pairs; lower ``model.k`` first
+    otherwise. O(N): the ids are looked up once."""
     _check_model(model)
-    keep = set(keep_ids)
-    unknown = [i for i in keep if i not in set(model.ids)]
-    if unknown:
-        raise ValueError(f"keep_ids {unknown[:5]} name no pair of this model: check model.ids.")
+    keep = np.unique(model.positions(keep_ids))
     if len(keep) < model.k:
         raise ValueError(f"keeping {len(keep)} pairs is fewer than k={model.k}: keep more pairs or lower model.k.")
-    pruned = copy.deepcopy(model)
-    drop = [i for i in model.ids if i not in keep]
-    if drop:
-        pruned.remove_pairs(drop)
-    return pruned
+    images, texts = model.anchor_embeddings()
+    return _with_rows(model, images[keep], texts[keep], keep)
+
+
+def pruning_curve(model: AsifModel, counts, image_embeddings, labels, prompt_embeddings, n_templates: int = 1,
+                  fractions=(1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03), seed: int = 0) -> list[dict]:
+    """Accuracy when only a fraction of the anchors is kept: the most used ones (``most_used`` of ``counts``,
+    e.g. ``usage_counts`` over a workload that does not include these images) against as many drawn at random.
+
+    For each fraction f (in (0, 1]) ``max(k, round(f * N))`` pairs are kept; returns one dict per fraction:
+    ``kept``, ``fraction`` (kept / N), ``acc_most_used``, ``acc_random`` (``metrics.accuracy``: a tied best
+    score is no answer) and ``MB_saved`` (float32 storage of the dropped pairs). The random subsets come from
+    one ``numpy.random.default_rng(seed)``, drawn in the order of ``fractions``.
+    """
+    _check_model(model)
+    values = [fractions] if isinstance(fractions, numbers.Real) else list(fractions)
+    if not values or any(isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 < f <= 1 for f in values):
+        raise ValueError(f"fractions={fractions!r} must be numbers in (0, 1]: the share of anchors to keep.")
+    images, texts = model.anchor_embeddings()
+    bytes_per_pair = 4 * (images.shape[1] + texts.shape[1])
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fraction in values:
+        n_keep = max(model.k, int(round(fraction * model.n_pairs)))
+        subsets = {"most_used": model.positions(most_used(model, counts, n_keep)),
+                   "random": np.sort(rng.choice(model.n_pairs, n_keep, replace=False))}
+        row = {"kept": n_keep, "fraction": n_keep / model.n_pairs}
+        for name, keep in subsets.items():
+            pruned = _with_rows(model, images[keep], texts[keep], keep)
+            pred, _ = pruned.classify(image_embeddings, prompt_embeddings, n_templates=n_templates)
+            row[f"acc_{name}"] = accuracy(pred, labels)
+        row["MB_saved"] = (model.n_pairs - n_keep) * bytes_per_pair / 1e6
+        rows.append(row)
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -131,25 +142,27 @@ def prune(model: AsifModel, keep_ids) -> AsifModel:
 def influence(model: AsifModel, pair_id, image_embeddings, prompt_embeddings, n_templates: int = 1):
     """How much one pair contributes to each image's zero-shot prediction (the authors' "max" rule).
 
-    Returns ``(pred, contribution)``: the predictions ``model.classify`` makes, and per image the pair's
-    image weight times its text weight in the best prompt of the predicted class — the ``contribution`` that
-    ``model.explain(image, that prompt)`` lists for this pair. 0 means the pair did not take part in that
-    prediction (it is not among the non-zeros of both representations).
+    Returns ``(pred, contribution)``: the predictions ``model.classify`` makes (-1: no answer, a tied best
+    score), and per image the pair's image weight times its text weight in the best prompt of the predicted
+    class — the ``contribution`` that ``model.explain(image, that prompt)`` lists for this pair. 0 means the
+    pair did not take part in that prediction (it is not among the non-zeros of both representations, or
+    there is no prediction).
     """
     _check_model(model)
-    if pair_id not in set(model.ids):
-        raise ValueError(f"pair_id={pair_id!r} names no pair of this model: check model.ids.")
-    column = model.ids.index(pair_id)
+    if isinstance(pair_id, (list, tuple, np.ndarray)):
+        raise ValueError(f"pair_id={pair_id!r}: pass one id from model.ids.")
+    column = int(model.positions(pair_id)[0])
     pred, _ = model.classify(image_embeddings, prompt_embeddings, n_templates=n_templates)
     images = model.encode_image(image_embeddings)
     prompts = model.encode_text(prompt_embeddings)
     # the best template of each image's predicted class: the prompt whose score classify took
     scores = (images @ prompts.T).toarray()
-    candidates = pred[:, None] * n_templates + np.arange(n_templates)[None, :]
+    answered = pred >= 0
+    candidates = np.maximum(pred, 0)[:, None] * n_templates + np.arange(n_templates)[None, :]
     best_prompt = candidates[np.arange(len(pred)), np.take_along_axis(scores, candidates, 1).argmax(axis=1)]
     image_weight = images[:, column].toarray().ravel()
     prompt_weight = prompts[:, column].toarray().ravel()[best_prompt]
-    return pred, (image_weight * prompt_weight).astype(np.float32)
+    return pred, np.where(answered, image_weight * prompt_weight, 0).astype(np.float32)
 
 
 def perturb_pairs(model: AsifModel, pair_ids, seed: int = 0) -> AsifModel:
@@ -160,14 +173,10 @@ def perturb_pairs(model: AsifModel, pair_ids, seed: int = 0) -> AsifModel:
     after ``remove_pairs(pair_ids)`` on both models, no output may differ by a single bit.
     """
     _check_model(model)
-    if isinstance(pair_ids, (str, numbers.Integral)):
-        pair_ids = [pair_ids]
-    position = {pair_id: i for i, pair_id in enumerate(model.ids)}
-    unknown = [i for i in pair_ids if i not in position]
-    if unknown or not pair_ids:
-        raise ValueError(f"pair_ids {unknown[:5] or '[]'} name no pair of this model: pass ids from model.ids.")
-    rows = [position[i] for i in pair_ids]
-    images, texts = anchor_embeddings(model)
+    rows = model.positions(pair_ids)
+    if not rows.size:
+        raise ValueError("pair_ids is empty: it names no pair of this model; pass ids from model.ids.")
+    images, texts = model.anchor_embeddings()
     rng = np.random.default_rng(seed)
     for matrix in (images, texts):
         noise = rng.standard_normal((len(rows), matrix.shape[1]))
@@ -211,27 +220,19 @@ class Quantized:
         return out
 
 
+def _codebook(sample, n_centroids, n_iter, seed):
+    """k-means centroids (n_centroids, dims) of the rows of ``sample`` (scikit-learn, k-means++ start)."""
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=n_centroids, n_init=1, max_iter=n_iter, random_state=seed).fit(sample) \
+        .cluster_centers_.astype(np.float32)
+
+
 def _nearest(x, centroids, rows_per_step=65536):
     """Index of the nearest centroid of each row of ``x``, in steps of rows (bounded memory)."""
-    # squared distances up to the per-row constant |x|^2, which does not change the argmin
-    lengths = (centroids * centroids).sum(1)[None, :]
+    lengths = (centroids * centroids).sum(1)[None, :]  # |x|^2 is the same for every centroid of a row
     return np.concatenate([(lengths - 2 * x[s:s + rows_per_step] @ centroids.T).argmin(axis=1)
                            for s in range(0, len(x), rows_per_step)])
-
-
-def _kmeans(x, n_centroids, n_iter, rng):
-    """Lloyd's k-means on the rows of float32 ``x``: the centroids. An emptied cluster keeps its previous one."""
-    centroids = x[rng.choice(len(x), n_centroids, replace=False)].copy()
-    for _ in range(n_iter):
-        assign = _nearest(x, centroids)
-        # the sum of each cluster's rows, as one (clusters x rows) one-hot product
-        members = scipy.sparse.csr_matrix((np.ones(len(x), dtype=np.float32), (assign, np.arange(len(x)))),
-                                          shape=(n_centroids, len(x)))
-        sums = np.asarray(members @ x)
-        counts = np.bincount(assign, minlength=n_centroids)
-        filled = counts > 0
-        centroids[filled] = sums[filled] / counts[filled, None]
-    return centroids
 
 
 def quantize(embeddings, method: str = "int8", *, dims_per_code: int = 8, n_centroids: int = 256,
@@ -244,9 +245,9 @@ def quantize(embeddings, method: str = "int8", *, dims_per_code: int = 8, n_cent
       the error per value is at most ``s / 2``;
     - ``pq``: product quantisation — cut each row into sub-vectors of ``dims_per_code`` dimensions, learn
       ``n_centroids`` (<= 256) centroids per sub-vector position by k-means over the rows, store one byte
-      (the nearest centroid) per sub-vector, plus the codebooks. The centroids are learnt (``n_iter`` k-means
-      steps) on at most ``train_rows`` rows drawn at random, as FAISS does, so 1.6M anchors cost no more to
-      train on than 50k; every row is then coded. Deterministic for a given ``seed``.
+      (the nearest centroid) per sub-vector, plus the codebooks. The centroids are learnt (scikit-learn's
+      ``KMeans``, at most ``n_iter`` steps) on at most ``train_rows`` rows drawn at random, as FAISS does, so
+      1.6M anchors cost no more to train on than 50k; every row is then coded. Deterministic for a ``seed``.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is unknown: use one of {METHODS}.")
@@ -283,7 +284,7 @@ def quantize(embeddings, method: str = "int8", *, dims_per_code: int = 8, n_cent
     codes = np.empty((len(x), len(splits)), dtype=np.uint8)
     codebooks = []
     for j, (start, stop) in enumerate(splits):
-        book = _kmeans(np.ascontiguousarray(sample[:, start:stop]), n_centroids, n_iter, rng)
+        book = _codebook(np.ascontiguousarray(sample[:, start:stop]), n_centroids, n_iter, seed)
         codes[:, j] = _nearest(np.ascontiguousarray(x[:, start:stop]), book)
         codebooks.append(book)
     return Quantized(method, x.shape, codes, codebooks=codebooks, splits=splits)
@@ -318,14 +319,12 @@ def quantize_anchors(model: AsifModel, method: str = "int8", **options) -> Quant
     dequantised rows are normalised again by ``AsifModel``, as any embeddings are. ``model`` is unchanged.
     """
     _check_model(model)
-    images, texts = anchor_embeddings(model)
+    images, texts = model.anchor_embeddings()
     stored_images, stored_texts = quantize(images, method, **options), quantize(texts, method, **options)
     if method == "fp32":
         rebuilt = _with_rows(model, stored_images.dequantize(), stored_texts.dequantize())
     else:
-        rebuilt = AsifModel(stored_images.dequantize(), stored_texts.dequantize(), k=model.k, p=model.p,
-                            ids=list(model.ids), clamp_negative=model.clamp_negative, chunk_size=model.chunk_size,
-                            device=model.device, memory_budget=model.memory_budget)
+        rebuilt = AsifModel(stored_images.dequantize(), stored_texts.dequantize(), **model.settings())
     return QuantizedAnchors(method, rebuilt, stored_images, stored_texts)
 
 

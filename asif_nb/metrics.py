@@ -1,5 +1,10 @@
 """Evaluation metrics, computed as CLIP_benchmark reports them (numpy only).
 
+- the suite's one tie rule: ``predict(scores)`` answers the class of the unique best score, and -1 (no
+  answer) when several classes share the best score — a row of all-equal scores included, e.g. all 0 when a
+  query shares no anchor with any prompt. ``accuracy`` counts -1 as wrong. Every accuracy the suite reports
+  (``AsifModel.classify``, ``sweep``, ``threshold_curve``, ``memory``, ``evaluate``) goes through it, and
+  ``accuracy_topk(..., ties="worst")["acc1"]`` is the same number;
 - zero-shot classification: ``acc1``, ``acc5`` (top-k accuracy) and ``mean_per_class_recall`` (balanced
   accuracy: the recall of each class present in the labels, averaged over those classes);
 - image–text retrieval: ``image_retrieval_recall@k`` (a text queries the images) and
@@ -24,12 +29,77 @@ _TIES = ("first", "worst")
 _BLOCK = 2048  # rows per block, so the (rows × candidates) comparisons stay small in memory
 
 
+def predict(scores) -> np.ndarray:
+    """The class each row of ``scores`` (n, n_classes) answers, (n,) int64: the index of its best score, or -1
+    when that best score is shared by several classes (no answer: a tie is never settled by class index).
+    A row whose scores are all equal — all 0 when a query shares no anchor with any prompt — is such a tie."""
+    scores = _matrix(scores, "scores")
+    pred = np.empty(scores.shape[0], dtype=np.int64)
+    for start in range(0, scores.shape[0], _BLOCK):
+        block = scores[start:start + _BLOCK]
+        best = block.max(axis=1, keepdims=True)
+        tied = (block == best).sum(axis=1) > 1
+        pred[start:start + _BLOCK] = np.where(tied, -1, block.argmax(axis=1))
+    return pred
+
+
+def accuracy(scores_or_pred, labels) -> float:
+    """Top-1 accuracy under the tie rule of ``predict``: ``scores_or_pred`` is scores (n, n_classes) or
+    predictions (n,) where -1 means no answer (as ``AsifModel.classify`` returns them); -1 is never right."""
+    if hasattr(scores_or_pred, "toarray"):
+        scores_or_pred = scores_or_pred.toarray()
+    values = np.asarray(scores_or_pred)
+    if values.ndim == 2:
+        pred = predict(values)
+    elif values.ndim == 1 and (values.size == 0 or np.issubdtype(values.dtype, np.integer)):
+        pred = values.astype(np.int64)
+    else:
+        raise ValueError(f"scores_or_pred has shape {values.shape} and dtype {values.dtype}: pass scores "
+                         "(n, n_classes) or integer predictions (n,), -1 meaning no answer.")
+    labels = _labels(labels, len(pred), None, "labels")
+    return float(np.mean(pred == labels))
+
+
+def threshold_curve(scores, labels, thresholds=None) -> dict:
+    """The unknown-token trade-off (paper §4, "Uncertainty") of class ``scores`` (n, n_classes).
+
+    At threshold t a query is answered with its class (``predict``) when its best score is >= t; it is
+    "unknown" when the best score is below t or shared by several classes (``classify`` returns -1 for both).
+    Returns a dict of numpy arrays, one entry per threshold: ``threshold``; ``accuracy``, ``unknown``, ``wrong``
+    (fractions of all queries, summing to 1); ``coverage`` (answered fraction) and ``risk`` (wrong / answered;
+    NaN where nothing is answered). Default thresholds: every distinct best score, then +inf (nothing answered).
+    """
+    scores = _matrix(scores, "scores")
+    labels = np.asarray(labels)
+    if labels.shape != (scores.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be {scores.shape[0]} integer class indices, one per row of scores "
+                         f"(got shape {labels.shape}, dtype {labels.dtype}).")
+    best = scores.max(axis=1).astype(np.float64)
+    pred = predict(scores)
+    if thresholds is None:
+        thresholds = np.append(np.unique(best), np.inf)
+    thresholds = np.asarray(thresholds, dtype=np.float64).ravel()
+    if thresholds.size == 0 or np.isnan(thresholds).any():
+        raise ValueError("thresholds must be a non-empty sequence of numbers (or None for every distinct score).")
+    answered = (best[None, :] >= thresholds[:, None]) & (pred >= 0)[None, :]
+    correct = pred == labels
+    n = scores.shape[0]
+    right = (answered & correct).sum(axis=1) / n
+    wrong = (answered & ~correct).sum(axis=1) / n
+    coverage = answered.sum(axis=1) / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        risk = np.where(coverage > 0, wrong / coverage, np.nan)
+    return {"threshold": thresholds, "accuracy": right, "unknown": (~answered).sum(axis=1) / n, "wrong": wrong,
+            "coverage": coverage, "risk": risk}
+
+
 def accuracy_topk(scores, labels, k: int | Iterable[int] = (1, 5), *, ties: str = "first") -> dict[str, float]:
     """Top-k accuracy: the fraction of samples whose true class is among their k highest-scored classes.
 
     ``scores`` is (n_samples, n_classes), ``labels`` (n_samples,) integer classes in ``[0, n_classes)``.
     Returns ``{"acc1": ..., "acc5": ...}`` for ``k=(1, 5)``. A k larger than the number of classes is clipped to
     it (so it gives 1.0), where CLIP_benchmark reports NaN for acc5 with fewer than 5 classes.
+    With ``ties="worst"``, ``acc1`` is ``accuracy(scores, labels)``: the suite's tie rule (``predict``).
     """
     scores = _scores(scores, "scores")
     labels = _labels(labels, scores.shape[0], scores.shape[1], "labels")
@@ -162,6 +232,21 @@ def _per_class_recall(scores_or_pred, labels, n_classes, ties) -> np.ndarray:
     hits = np.bincount(labels[correct], minlength=n_classes).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(support > 0, hits / support, np.nan)
+
+
+def _matrix(values, name: str) -> np.ndarray:
+    """A non-empty 2-D float array without NaN, kept in its float dtype (float32 scores stay float32)."""
+    if hasattr(values, "toarray"):
+        values = values.toarray()
+    array = np.asarray(values)
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float64)
+    if array.ndim != 2 or 0 in array.shape:
+        raise ValueError(f"{name} has shape {array.shape}: pass a non-empty (n, n_classes) matrix, e.g. the "
+                         "scores from classify.")
+    if np.isnan(array).any():
+        raise ValueError(f"{name} contains NaN: pass the scores returned by classify.")
+    return array
 
 
 def _scores(values, name: str) -> np.ndarray:

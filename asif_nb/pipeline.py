@@ -173,7 +173,9 @@ def evaluate(model: AsifModel, embedded: EvalEmbeddings, reduce: str = "max") ->
     ``text_retrieval_recall@k`` is image→text, ``image_retrieval_recall@k`` text→image.
 
     Ties are counted against us (``ties="worst"``): sparse ASIF scores often tie at exactly 0 (no shared
-    anchor), and a stable argsort would then credit the lowest class index with a correct answer by luck."""
+    anchor), and a stable argsort would then credit the lowest class index with a correct answer by luck.
+    ``acc1`` is ``metrics.accuracy(predictions, labels)``, the suite's one tie rule; ``predictions`` holds
+    -1 where the best score is shared by several classes (no answer)."""
     result = {"eval": embedded.name, "n_images": int(len(embedded.images))}
     if embedded.prompts is not None:
         labels = np.asarray(embedded.labels)

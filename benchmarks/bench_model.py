@@ -1,12 +1,16 @@
-"""Speed goals of asif_nb.model (issue #2). Prints the figures; exits 1 when a goal is missed.
+"""Speed goals of asif_nb.model (issues #2, #11). Prints the figures; exits 1 when a goal is missed.
 
 1. Exact relative representations of 2,000 queries against 200,000 anchors (d=768, k=800) within 1.25x
    the bare fp32 matrix product of the same shapes, measured in the same run (best of 3 each, interleaved
    so that load from other processes hits both sides alike). The floor is the faster of two bare products:
    one (2000, 768) @ (768, 200000) product, and the same product in 8192-anchor chunks into one buffer.
-2. Peak memory while encoding <= anchor matrix + 1 GB (VmHWM, reset before the call).
+   Reported beside it, not a goal: the authors' relative_represent (relreps.py) as they wrote it, one
+   einsum per chunk of queries and a plain torch.topk (not exact on ties; 1.6 GB of similarities here).
+2. Peak memory while encoding <= anchor matrix + 1 GB (VmHWM, reset before the call, in a fresh process).
 3. sweep over 8 prefix sizes x 3 k x 4 p within 1.5x one single evaluation at the largest size
    (building the model from the same raw arrays, then classify).
+
+Everything runs on the CPU (device="cpu"), where the goals are set, also on a machine with a GPU.
 
 Usage: python benchmarks/bench_model.py [--quick]   (--quick: a 10x smaller run to try the script)
 """
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +28,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from asif_nb.model import AsifModel, sweep  # noqa: E402
+from asif_nb.model import AsifModel  # noqa: E402
+from asif_nb.metrics import accuracy  # noqa: E402
+from asif_nb.sweeps import sweep  # noqa: E402
 
 REPEATS = 3
 
@@ -74,8 +82,7 @@ def bench_representation(n, n_anchors, dim, k):
     queries = clustered(rng, n, dim)
     anchors = clustered(rng, n_anchors, dim)
     texts = anchors[:, : dim // 2].copy()  # the text side is not used here; keep it small
-    anchor_bytes = anchors.nbytes
-    model = AsifModel(anchors, texts, k=k, p=8)
+    model = AsifModel(anchors, texts, k=k, p=8, device="cpu")
     q, a = torch.from_numpy(queries), torch.from_numpy(anchors)
     chunk = 8192
     buffer = torch.empty((n, chunk))
@@ -91,7 +98,25 @@ def bench_representation(n, n_anchors, dim, k):
     def ours():
         model.encode_image(queries)
 
-    wall, cpu = best_of({"gemm_full": gemm_full, "gemm_chunked": gemm_chunked, "asif": ours})
+    qn = torch.nn.functional.normalize(q, dim=1)
+    an = torch.nn.functional.normalize(a, dim=1)
+
+    def authors(max_gpu_mem_gb=8):
+        """relreps.relative_represent, as published (their chunking of the queries, a plain topk)."""
+        values, indices = torch.zeros((n, k)), torch.zeros((n, k), dtype=torch.long)
+        max_chunk_y = max_gpu_mem_gb * 1024 ** 3 / 4 / an.shape[0]
+        n_chunks = int(n / max_chunk_y) + 1
+        chunk_y = int(n / n_chunks) + n_chunks
+        with torch.no_grad():
+            for c in range(n_chunks):
+                in_prods = torch.einsum("ik, jk -> ij", qn[c * chunk_y:(c + 1) * chunk_y], an)
+                values[c * chunk_y:(c + 1) * chunk_y], indices[c * chunk_y:(c + 1) * chunk_y] = \
+                    torch.topk(in_prods, k, dim=1)
+                del in_prods
+        return indices, values
+
+    wall, cpu = best_of({"gemm_full": gemm_full, "gemm_chunked": gemm_chunked, "asif": ours,
+                         "authors_topk": authors})
     flops = 2.0 * n * n_anchors * dim
     floor = min(wall["gemm_full"], wall["gemm_chunked"])
     floor_cpu = min(cpu["gemm_full"], cpu["gemm_chunked"])
@@ -103,23 +128,45 @@ def bench_representation(n, n_anchors, dim, k):
     time_ratio = wall["asif"] / floor
     print(f"  time ratio asif / bare GEMM: {time_ratio:.3f} (wall; goal <= 1.25), "
           f"{cpu['asif'] / floor_cpu:.3f} (CPU time)")
+    print(f"  beside it, the authors' plain topk / bare GEMM: {wall['authors_topk'] / floor:.3f} (wall), "
+          f"{cpu['authors_topk'] / floor_cpu:.3f} (CPU time)")
 
-    # memory: drop everything but the model, reset the high-water mark, encode once
-    del q, a, buffer, anchors, texts
+    memory_ok = bench_memory(n, n_anchors, dim, k)
+    return time_ratio <= 1.25, memory_ok
+
+
+def bench_memory(n, n_anchors, dim, k):
+    """Peak resident memory of one encode, measured in a fresh process (this one's allocator keeps what the
+    timed runs freed, which would hide the encode's own peak)."""
+    result = subprocess.run([sys.executable, __file__, "--memory-child", str(n), str(n_anchors), str(dim), str(k)],
+                            capture_output=True, text=True)
+    if result.returncode:
+        print("  peak memory: the measuring process failed:\n" + result.stderr[-2000:])
+        return False
+    if not result.stdout.strip():
+        print("  peak memory: /proc/self/clear_refs not writable here, not measured")
+        return True
+    before, peak, anchor_bytes = (int(x) for x in result.stdout.split())
+    extra = peak - before
+    print(f"  peak memory during encode (fresh process): RSS with the model {before / 2**30:.2f} GiB, peak "
+          f"{peak / 2**30:.2f} GiB, extra {extra / 2**20:.0f} MiB (goal: anchors {anchor_bytes / 2**20:.0f} MiB + "
+          f"1 GiB, i.e. extra <= 1024 MiB); extra / anchor matrix = {extra / anchor_bytes:.3f}")
+    return extra <= 2**30
+
+
+def memory_child(n, n_anchors, dim, k):
+    """Print RSS bytes with the model built (raw arrays dropped), the peak during one encode, and the anchor bytes."""
+    rng = np.random.default_rng(0)
+    queries = clustered(rng, n, dim)
+    anchors = clustered(rng, n_anchors, dim)
+    model = AsifModel(anchors, anchors[:, : dim // 2].copy(), k=k, p=8, device="cpu")
+    anchor_bytes = anchors.nbytes
+    del anchors
     gc.collect()
-    before = rss_kib("VmRSS")
+    before = rss_kib("VmRSS") * 1024
     if peak_rss_reset():
         model.encode_image(queries)
-        extra = (rss_kib("VmHWM") - before) * 1024
-        memory_ratio = extra / anchor_bytes
-        print(f"  peak memory during encode: RSS with the model {before / 2**20:.2f} GiB, "
-              f"peak extra {extra / 2**20:.0f} MiB (goal: anchors {anchor_bytes / 2**20:.0f} MiB + 1 GiB resident "
-              f"in all, i.e. extra <= 1024 MiB); extra / anchor matrix = {memory_ratio:.3f}")
-        memory_ok = extra <= 2**30
-    else:
-        print("  peak memory: /proc/self/clear_refs not writable here, not measured")
-        memory_ok = True
-    return time_ratio <= 1.25, memory_ok
+        print(before, rss_kib("VmHWM") * 1024, anchor_bytes)
 
 
 def bench_sweep(n_images, n_classes, n_anchors, dims, ks, ps, n_sizes):
@@ -132,17 +179,17 @@ def bench_sweep(n_images, n_classes, n_anchors, dims, ks, ps, n_sizes):
     sizes = np.unique(np.geomspace(max(ks), n_anchors, n_sizes).round().astype(int)).tolist()
 
     def single():
-        model = AsifModel(anchor_images, anchor_texts, k=max(ks), p=ps[-1])
+        model = AsifModel(anchor_images, anchor_texts, k=max(ks), p=ps[-1], device="cpu")
         pred, _ = model.classify(images, prompts)
-        return float(np.mean(pred == labels))
+        return accuracy(pred, labels)
 
     def run_sweep():
-        return sweep(images, labels, prompts, anchor_images, anchor_texts, n_pairs=sizes, k=ks, p=ps)
+        return sweep(images, labels, prompts, anchor_images, anchor_texts, n_pairs=sizes, k=ks, p=ps, device="cpu")
 
     wall, cpu = best_of({"single": single, "sweep": run_sweep})
     rows = run_sweep()
     points = sum(r["applicable"] for r in rows)
-    assert abs(rows[-1]["accuracy"] - single()) < 1e-12 or rows[-1]["k"] != max(ks)
+    assert rows[-1]["accuracy"] == single() and rows[-1]["k"] == max(ks) and rows[-1]["p"] == ps[-1]
     ratio = wall["sweep"] / wall["single"]
     print(f"sweep: {n_images} images, {n_classes} classes, {n_anchors} anchors, dims {dims}: "
           f"{len(sizes)} sizes x {len(ks)} k x {len(ps)} p = {len(rows)} points ({points} applicable)")
@@ -155,10 +202,21 @@ def bench_sweep(n_images, n_classes, n_anchors, dims, ks, ps, n_sizes):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10x smaller shapes, to try the script")
+    parser.add_argument("--only", choices=("representation", "sweep"), help="run one of the two benchmarks")
+    parser.add_argument("--memory-child", nargs=4, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return 0
     scale = 10 if args.quick else 1
-    time_ok, memory_ok = bench_representation(2000, 200_000 // scale, 768, 800)
-    sweep_ok = bench_sweep(1000, 100, 100_000 // scale, (768, 384), ks=(100, 400, 800), ps=(1, 3, 5, 8), n_sizes=8)
+    print("load average (1, 5, 15 min) at the start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    time_ok = memory_ok = sweep_ok = True
+    if args.only != "sweep":
+        time_ok, memory_ok = bench_representation(2000, 200_000 // scale, 768, 800)
+    if args.only != "representation":
+        sweep_ok = bench_sweep(1000, 100, 100_000 // scale, (768, 384), ks=(100, 400, 800), ps=(1, 3, 5, 8),
+                               n_sizes=8)
+    print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     failed = [name for name, ok in (("time", time_ok), ("memory", memory_ok), ("sweep", sweep_ok)) if not ok]
     print("goals missed: " + ", ".join(failed) if failed else "all goals met")
     return 1 if failed else 0

@@ -5,21 +5,14 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from asif_nb import memory
+from asif_nb import memory, metrics
 from asif_nb.model import AsifModel
+from conftest import assert_same_csr as same_csr
+from conftest import random_pairs
 
 
-def pair_data(seed=0, n_pairs=300, d1=24, d2=16):
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n_pairs, d1)).astype(np.float32),
-            rng.standard_normal((n_pairs, d2)).astype(np.float32), rng)
-
-
-def same_csr(a, b):
-    assert a.shape == b.shape
-    assert np.array_equal(a.indptr, b.indptr)
-    assert np.array_equal(a.indices, b.indices)
-    assert np.array_equal(a.data, b.data)  # bit for bit
+def pair_data(seed=0, n_pairs=300):
+    return random_pairs(seed, n_pairs, d1=24, d2=16)
 
 
 def nonzero_ids(model, representation):
@@ -30,7 +23,7 @@ def nonzero_ids(model, representation):
 @pytest.fixture
 def setup():
     images, texts, rng = pair_data()
-    model = AsifModel(images, texts, k=10, p=3, ids=[f"pair{i}" for i in range(len(images))])
+    model = AsifModel(images, texts, k=10, p=3, ids=[f"pair{i}" for i in range(len(images))], device="cpu")
     queries = rng.standard_normal((40, images.shape[1])).astype(np.float32)
     prompts = rng.standard_normal((12, texts.shape[1])).astype(np.float32)  # 6 classes x 2 templates
     return model, images, texts, queries, prompts
@@ -107,6 +100,40 @@ def test_prune_equals_the_model_built_from_the_kept_pairs(setup):
         memory.prune("model", keep)
 
 
+def test_prune_takes_ids_or_a_mask_and_scales_to_many_anchors():
+    images, texts, rng = pair_data(5, n_pairs=50_000)
+    model = AsifModel(images, texts, k=10, p=3, ids=[f"id{i}" for i in range(50_000)], device="cpu")
+    keep = rng.random(50_000) < 0.5
+    pruned = memory.prune(model, keep)  # one id lookup per pair, not a scan of all ids per kept id
+    assert pruned.ids == tuple(f"id{i}" for i in np.flatnonzero(keep))
+    assert memory.prune(model, list(pruned.ids)).ids == pruned.ids
+    queries = rng.standard_normal((5, images.shape[1])).astype(np.float32)
+    alone = AsifModel(images[keep], texts[keep], k=10, p=3, device="cpu")
+    np.testing.assert_array_equal(pruned.similarity(queries, texts[:7]), alone.similarity(queries, texts[:7]))
+
+
+def test_pruning_curve_is_prune_then_the_honest_accuracy(setup):
+    model, _, _, queries, prompts = setup
+    labels = np.arange(len(queries)) % 6
+    counts = memory.usage_counts(model, queries[::2], prompts)
+    rows = memory.pruning_curve(model, counts, queries[1::2], labels[1::2], prompts, n_templates=2,
+                                fractions=(1.0, 0.5, 0.1), seed=3)
+    assert [row["kept"] for row in rows] == [300, 150, 30]
+    rng = np.random.default_rng(3)
+    for row in rows:
+        top = memory.prune(model, memory.most_used(model, counts, row["kept"]))
+        random = memory.prune(model, [model.ids[i] for i in rng.choice(300, row["kept"], replace=False)])
+        for name, pruned in (("acc_most_used", top), ("acc_random", random)):
+            pred, _ = pruned.classify(queries[1::2], prompts, n_templates=2)
+            assert row[name] == metrics.accuracy(pred, labels[1::2])
+        assert row["fraction"] == row["kept"] / 300 and row["MB_saved"] == (300 - row["kept"]) * 4 * 40 / 1e6
+    assert rows[0]["acc_most_used"] == rows[0]["acc_random"]  # both keep everything
+    assert memory.pruning_curve(model, counts, queries, labels, prompts, n_templates=2, fractions=0.01)[0]["kept"] == 10
+    for bad in ((0.0,), (1.5,), (), ("half",), (True,)):
+        with pytest.raises(ValueError, match="fractions"):
+            memory.pruning_curve(model, counts, queries, labels, prompts, n_templates=2, fractions=bad)
+
+
 def test_pruning_to_the_used_anchors_changes_no_workload_output(setup):
     # The top-k of a query over a subset that contains its top-k is that same top-k: keeping the anchors a
     # workload used leaves the workload's representations (as sets of pairs, with their weights) unchanged.
@@ -138,7 +165,7 @@ def test_influence_is_what_explain_reports_for_the_predicted_prompt(setup):
     assert np.array_equal(pred, model.classify(queries, prompts, n_templates=2)[0])
     assert (contribution > 0).any() and (contribution == 0).any()
     similarity = model.similarity(queries, prompts)
-    for q in range(len(queries)):
+    for q in np.flatnonzero(pred >= 0):
         best = 2 * pred[q] + int(np.argmax(similarity[q, 2 * pred[q]:2 * pred[q] + 2]))
         rows = {row["id"]: row["contribution"] for row in model.explain(queries[q], prompts[best], top=None)}
         assert contribution[q] == pytest.approx(rows.get(pair, 0.0), rel=1e-5, abs=1e-7)
@@ -148,6 +175,19 @@ def test_influence_is_what_explain_reports_for_the_predicted_prompt(setup):
     assert outside and (contribution[outside] == 0).all()  # not among the image's non-zeros: no part in it
     with pytest.raises(ValueError, match="nope"):
         memory.influence(model, "nope", queries, prompts, n_templates=2)
+    with pytest.raises(ValueError, match="one id"):
+        memory.influence(model, [pair], queries, prompts, n_templates=2)
+
+
+def test_influence_is_zero_where_there_is_no_answer():
+    # the toy of test_model: query 0 shares no anchor with either prompt (all scores 0, no answer)
+    images = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], dtype=np.float32)
+    model = AsifModel(images, images.copy(), k=2, p=1, device="cpu")
+    prompts = np.array([[1, 0.05], [1, 0.02]], dtype=np.float32)
+    queries = np.array([[0.02, 1], [1, 0.03]], dtype=np.float32)
+    for pair in model.ids:
+        pred, contribution = memory.influence(model, pair, queries, prompts)
+        assert pred[0] == -1 and contribution[0] == 0
 
 
 def test_perturbing_then_removing_a_pair_leaves_no_trace(setup):
@@ -173,7 +213,7 @@ def test_perturbing_then_removing_a_pair_leaves_no_trace(setup):
     assert np.array_equal(model.similarity(queries, prompts), perturbed.similarity(queries, prompts))
     with pytest.raises(ValueError, match="nope"):
         memory.perturb_pairs(model, ["nope"])
-    with pytest.raises(ValueError, match="name no pair"):
+    with pytest.raises(ValueError, match="empty"):
         memory.perturb_pairs(model, [])
 
 

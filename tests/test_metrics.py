@@ -4,7 +4,8 @@ import pytest
 import scipy.sparse
 
 from asif_nb import metrics
-from asif_nb.metrics import accuracy_topk, classification_report, mean_per_class_recall, retrieval_recall
+from asif_nb.metrics import (accuracy, accuracy_topk, classification_report, mean_per_class_recall, predict,
+                             retrieval_recall, threshold_curve)
 
 # 4 samples, 3 classes. Rank of the true class (0 = top):
 #   s0 label 0: 0.9 is the top                      -> 0
@@ -116,6 +117,44 @@ def test_first_ties_agree_with_a_stable_argsort():
     assert accuracy_topk(scores, labels, k=(1, 3)) == {"acc1": np.mean(ranks < 1), "acc3": np.mean(ranks < 3)}
 
 
+def test_predict_answers_the_unique_best_class_and_no_answer_on_a_tie():
+    # SCORES: s0 -> 0; s1 -> 1; s2 ties classes 0 and 1 at 0.3 -> no answer; s3 -> 2
+    assert predict(SCORES).tolist() == [0, 1, -1, 2]
+    assert predict(np.zeros((3, 4))).tolist() == [-1, -1, -1]  # no shared anchor at all: every class scores 0
+    assert predict(np.array([[0.0, 0.0, 1e-30]], dtype=np.float32)).tolist() == [2]
+    assert predict(scipy.sparse.csr_matrix(SCORES)).dtype == np.int64
+    assert accuracy(SCORES, LABELS) == 0.25  # only s0 is right: s2's tie is no answer, not class 0
+    assert accuracy(np.array([0, -1, -1, 0]), LABELS) == 0.5  # predictions, -1 never right
+
+
+def test_the_tie_rule_is_the_pessimistic_top1_everywhere():
+    rng = np.random.default_rng(2)
+    scores = rng.integers(0, 3, size=(200, 5)).astype(np.float32)  # many ties, many all-equal rows
+    scores[:20] = 0
+    labels = rng.integers(0, 5, size=200)
+    honest = accuracy(scores, labels)
+    assert honest == accuracy_topk(scores, labels, k=1, ties="worst")["acc1"]
+    assert honest == np.mean(predict(scores) == labels) < accuracy_topk(scores, labels, k=1)["acc1"]
+    assert mean_per_class_recall(scores, labels, ties="worst") == mean_per_class_recall(predict(scores), labels,
+                                                                                          n_classes=5)
+
+
+def test_threshold_curve_by_hand():
+    scores = np.array([[0.9, 0.1], [0.2, 0.7], [0.4, 0.3], [0.05, 0.0], [0.6, 0.6]])
+    labels = np.array([0, 0, 0, 1, 0])  # right, wrong, right, wrong, a tie: never answered
+    curve = threshold_curve(scores, labels)
+    np.testing.assert_array_equal(curve["threshold"], [0.05, 0.4, 0.6, 0.7, 0.9, np.inf])
+    np.testing.assert_allclose(curve["accuracy"], [0.4, 0.4, 0.2, 0.2, 0.2, 0])
+    np.testing.assert_allclose(curve["wrong"], [0.4, 0.2, 0.2, 0.2, 0, 0])
+    np.testing.assert_allclose(curve["unknown"], [0.2, 0.4, 0.6, 0.6, 0.8, 1])
+    np.testing.assert_allclose(curve["accuracy"] + curve["wrong"] + curve["unknown"], 1)
+    np.testing.assert_allclose(curve["coverage"], [0.8, 0.6, 0.4, 0.4, 0.2, 0])
+    np.testing.assert_allclose(curve["risk"][:5], [0.5, 1 / 3, 0.5, 0.5, 0])
+    assert np.isnan(curve["risk"][5])
+    custom = threshold_curve(scores, labels, thresholds=[0.3])
+    assert custom["accuracy"].tolist() == [0.4] and custom["unknown"].tolist() == [0.4]
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -131,6 +170,11 @@ def test_first_ties_agree_with_a_stable_argsort():
         (lambda: retrieval_recall(SIMILARITY, [0, 0, 1]), "positives has 3 entries"),
         (lambda: retrieval_recall(SIMILARITY, [0, 0, 1, 3]), r"positives\[3\]=3"),
         (lambda: retrieval_recall(SIMILARITY, [0, [], 1, 2]), r"positives\[1\]"),
+        (lambda: predict(np.zeros(3)), r"shape \(3,\)"),
+        (lambda: predict(np.array([[np.nan, 1.0]])), "NaN"),
+        (lambda: accuracy(np.array([0.5, 1.5]), [0, 1]), "integer predictions"),
+        (lambda: accuracy(SCORES, LABELS[:2]), "labels has shape"),
+        (lambda: threshold_curve(SCORES, LABELS, thresholds=[]), "thresholds"),
     ],
 )
 def test_bad_input_is_a_clear_value_error(call, message):
