@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import filelock
 import numpy as np
 
 from .fileio import atomic_write, sha256_file
@@ -294,6 +295,15 @@ def embed_cached(encoder, items: Sequence[Any], key: str, ids: Sequence[str] | N
             raise ValueError(f"ids has {len(ids)} entries but items has {len(items)}: pass one id per item.")
     inputs_hash = inputs_sha256(items, encoder.modality)
     npy, sidecar = _paths(key, encoder, inputs_hash)
+    # Two processes asking for the same entry (two notebooks, two students on one machine): the second waits for
+    # the first and then reads its entry instead of embedding everything a second time.
+    locks = cache_dir() / "locks" / "embeddings"
+    locks.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(locks / (npy.name + ".lock"))):
+        return _load_or_compute(encoder, items, key, ids, batch_size, progress, refresh, inputs_hash, npy, sidecar)
+
+
+def _load_or_compute(encoder, items, key, ids, batch_size, progress, refresh, inputs_hash, npy, sidecar):
     if npy.exists() and not refresh:
         try:
             return _validate(npy, sidecar, encoder, len(items), inputs_hash)

@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -395,3 +396,29 @@ def test_inputs_are_hashed_the_same_in_any_chunking(tmp_path, monkeypatch):
     assert inputs_sha256(items, "image") == expected
     (embeddings_dir() / "file-hashes.sqlite3").unlink()
     assert inputs_sha256(items, "image") == expected
+
+
+def test_two_processes_asking_for_one_entry_embed_it_once(tmp_path):
+    """The second caller waits on the entry's file lock, then reads what the first one wrote."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_cache import CountingEncoder, TEXTS
+        from asif_nb.cache import embed_cached
+
+        class Slow(CountingEncoder):
+            def encode(self, items, **kwargs):
+                print("encoding", flush=True)
+                time.sleep(1.5)
+                return super().encode(items, **kwargs)
+
+        embed_cached(Slow(), TEXTS, "shared-texts", progress=False)
+    """)
+    runs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0]
+    assert sum(out.count("encoding") for out in outputs) == 1
