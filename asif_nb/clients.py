@@ -45,7 +45,7 @@ def run_watched(command: list[str], *, watch: str | os.PathLike, max_bytes: int,
     kind ``timeout``) or grow slower than ``min_rate`` on average once ``grace`` has passed (kind ``stall``).
     Returns the finished process with its stdout and stderr together in ``stdout`` (text).
     """
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     limits = limits if limits is not None else Limits()
     watch = Path(watch)

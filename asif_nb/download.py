@@ -420,7 +420,7 @@ def _refuse_html(stream, name: str) -> None:
 
 
 def _write(stream, part: Path, name: str, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     bar = tqdm(total=stream.total, initial=stream.offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
                disable=not progress)

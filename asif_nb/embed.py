@@ -271,7 +271,7 @@ def embed_collection(collection, image_encoder, text_encoder, *, n_pairs: int | 
     docstring.
     """
     import filelock
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     from .encoders import load_image_encoder, load_text_encoder
 

@@ -10,6 +10,7 @@ import datetime
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 from .fileio import atomic_write
@@ -57,8 +58,28 @@ def load_results(notebook: str, folder: str | os.PathLike | None = None) -> dict
     return json.loads(path.read_text())
 
 
+def unlabelled_axes(fig) -> list[str]:
+    """The axes of ``fig`` that show data on visible axes but lack an x or y label (colour bars aside), named
+    by their title (or position): a figure a person cannot read at a glance."""
+    missing = []
+    for i, ax in enumerate(fig.axes):
+        if not ax.axison or getattr(ax, "_colorbar", None) is not None or ax.get_label() == "<colorbar>":
+            continue
+        shows_data = bool(ax.lines or ax.collections or ax.patches or ax.images)
+        if shows_data and not (ax.get_xlabel().strip() and ax.get_ylabel().strip()):
+            missing.append(ax.get_title() or f"axes {i}")
+    return missing
+
+
 def save_figure(fig, name: str, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as ``results/figures/<name>.png`` (atomically) and return the path."""
+    """Save a matplotlib figure as ``results/figures/<name>.png`` (atomically) and return the path.
+
+    Warns (``UserWarning``) when an axes that shows data has no x or y label: the suite's figures are read at a
+    glance, and the notebook tests fail on any warning."""
+    missing = unlabelled_axes(fig)
+    if missing:
+        warnings.warn(f"figure {name!r}: {', '.join(map(repr, missing))} lack an x or y axis label "
+                      "(ax.set_xlabel / ax.set_ylabel).", UserWarning, stacklevel=2)
     path = results_dir() / "figures" / f"{name}.png"
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=dpi, bbox_inches="tight")

@@ -21,20 +21,22 @@ POSITIVES = [0, 0, 1, 2]
 
 
 def test_topk_accuracy_by_hand():
-    assert accuracy_topk(SCORES, LABELS, k=(1, 2)) == {"acc1": 0.5, "acc2": 0.75}
+    assert accuracy_topk(SCORES, LABELS, k=(1, 2), ties="first") == {"acc1": 0.5, "acc2": 0.75}
     assert accuracy_topk(SCORES, LABELS, k=(1, 2), ties="worst") == {"acc1": 0.25, "acc2": 0.75}
+    # the default is the suite's one rule: a tie is never credited
+    assert accuracy_topk(SCORES, LABELS, k=(1, 2)) == {"acc1": 0.25, "acc2": 0.75}
 
 
 def test_k_larger_than_the_number_of_classes_is_clipped():
-    assert accuracy_topk(SCORES, LABELS) == {"acc1": 0.5, "acc5": 1.0}
+    assert accuracy_topk(SCORES, LABELS) == {"acc1": 0.25, "acc5": 1.0}
     assert accuracy_topk(SCORES, LABELS, k=3) == {"acc3": 1.0}
 
 
 def test_mean_per_class_recall_averages_only_classes_present_in_the_labels():
     # class 0: samples 0, 2, 3 -> 2 of 3 right; class 1 never occurs; class 2: sample 1 wrong -> (2/3 + 0) / 2
-    assert mean_per_class_recall(SCORES, LABELS) == pytest.approx(1 / 3)
-    # "worst" makes the tie in s2 wrong: class 0 -> 1/3
-    assert mean_per_class_recall(SCORES, LABELS, ties="worst") == pytest.approx(1 / 6)
+    assert mean_per_class_recall(SCORES, LABELS, ties="first") == pytest.approx(1 / 3)
+    # "worst" (the default) makes the tie in s2 wrong: class 0 -> 1/3
+    assert mean_per_class_recall(SCORES, LABELS) == pytest.approx(1 / 6)
 
 
 def test_predictions_with_unknown_count_as_wrong():
@@ -51,10 +53,12 @@ def test_mean_per_class_recall_differs_from_accuracy_on_unbalanced_classes():
 
 
 def test_classification_report_gathers_the_three_numbers_and_per_class_recall():
-    report = classification_report(SCORES, LABELS, ["cat", "dog", "fish"])
+    report = classification_report(SCORES, LABELS, ["cat", "dog", "fish"], ties="first")
     assert report["acc1"] == 0.5 and report["acc5"] == 1.0
     assert report["mean_per_class_recall"] == pytest.approx(1 / 3)
     assert report["per_class_recall"][0] == pytest.approx(2 / 3)
+    honest = classification_report(SCORES, LABELS, ["cat", "dog", "fish"])
+    assert honest["acc1"] == 0.25 and honest["per_class_recall"][0] == pytest.approx(1 / 3)
     assert np.isnan(report["per_class_recall"][1]) and report["per_class_recall"][2] == 0.0
     with pytest.raises(ValueError, match="class_names has 2 names but scores has 3 columns"):
         classification_report(SCORES, LABELS, ["cat", "dog"])
@@ -81,8 +85,9 @@ def test_a_list_of_positives_counts_a_hit_for_any_of_them():
 
 def test_retrieval_ties_first_versus_worst():
     flat = np.zeros((2, 2))  # every score ties: "first" hands query 0 a hit by index, "worst" none
-    assert retrieval_recall(flat, [0, 1], k=1) == {"image_retrieval_recall@1": 0.5, "text_retrieval_recall@1": 0.5}
-    assert retrieval_recall(flat, [0, 1], k=1, ties="worst") == {
+    assert retrieval_recall(flat, [0, 1], k=1, ties="first") == {"image_retrieval_recall@1": 0.5,
+                                                                 "text_retrieval_recall@1": 0.5}
+    assert retrieval_recall(flat, [0, 1], k=1) == {
         "image_retrieval_recall@1": 0.0, "text_retrieval_recall@1": 0.0}
 
 
@@ -114,7 +119,8 @@ def test_first_ties_agree_with_a_stable_argsort():
     labels = rng.integers(0, 7, size=50)
     order = np.argsort(-scores, axis=1, kind="stable")
     ranks = np.argmax(order == labels[:, None], axis=1)
-    assert accuracy_topk(scores, labels, k=(1, 3)) == {"acc1": np.mean(ranks < 1), "acc3": np.mean(ranks < 3)}
+    assert accuracy_topk(scores, labels, k=(1, 3), ties="first") == {"acc1": np.mean(ranks < 1),
+                                                                     "acc3": np.mean(ranks < 3)}
 
 
 def test_predict_answers_the_unique_best_class_and_no_answer_on_a_tie():
@@ -134,7 +140,7 @@ def test_the_tie_rule_is_the_pessimistic_top1_everywhere():
     labels = rng.integers(0, 5, size=200)
     honest = accuracy(scores, labels)
     assert honest == accuracy_topk(scores, labels, k=1, ties="worst")["acc1"]
-    assert honest == np.mean(predict(scores) == labels) < accuracy_topk(scores, labels, k=1)["acc1"]
+    assert honest == np.mean(predict(scores) == labels) < accuracy_topk(scores, labels, k=1, ties="first")["acc1"]
     assert mean_per_class_recall(scores, labels, ties="worst") == mean_per_class_recall(predict(scores), labels,
                                                                                           n_classes=5)
 
@@ -180,3 +186,35 @@ def test_threshold_curve_by_hand():
 def test_bad_input_is_a_clear_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_wilson_interval_brackets_the_proportion_and_narrows_with_n():
+    low, high = metrics.wilson_interval(4, 20)
+    assert 0 < low < 0.2 < high < 0.5
+    low_big, high_big = metrics.wilson_interval(400, 2000)
+    assert low < low_big < 0.2 < high_big < high
+    assert metrics.wilson_interval(0, 20)[0] == 0.0 and metrics.wilson_interval(20, 20)[1] == 1.0
+    with pytest.raises(ValueError, match="successes <= n"):
+        metrics.wilson_interval(5, 4)
+
+
+def test_a_figure_without_axis_labels_is_flagged_when_saved(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from asif_nb.results import save_figure
+
+    monkeypatch.setenv("ASIF_RESULTS", str(tmp_path))
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    with pytest.warns(UserWarning, match="lack an x or y axis label"):
+        save_figure(fig, "unlabelled")
+    ax.set_xlabel("pairs"), ax.set_ylabel("accuracy")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert save_figure(fig, "labelled").exists()
+    plt.close(fig)

@@ -206,7 +206,7 @@ class Encoder:
         and listed in ``self.last_skipped`` as ``(index, item, reason)``. A tqdm bar shows progress unless
         ``progress=False``.
         """
-        from tqdm.auto import tqdm
+        from ..progress import bar as tqdm
 
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error={on_error!r}: use 'raise' or 'skip'.")

@@ -2,6 +2,8 @@
 ``load_text_encoder``."""
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -97,6 +99,24 @@ def _only(name: str, preprocessing: str | None, allowed: tuple, runtime: str, ru
         raise ValueError(f"{name}: runtime={runtime!r} is not available; use one of {runtimes}.")
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """transformers draws a "Loading weights" bar for every model it loads: noise in a terminal, and a frozen
+    widget in a saved notebook. Switched off while our loaders run, restored afterwards."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # EfficientNet-Lite2 alone does not need transformers
+        yield
+        return
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
 def load_image_encoder(name: str, device: str = "auto", *, source: str | None = None,
                        preprocessing: str | None = None, pretrained: bool = True, runtime: str = "auto") -> Encoder:
     """Load an image encoder by name (see the package docstring and ``list_encoders()``).
@@ -109,6 +129,11 @@ def load_image_encoder(name: str, device: str = "auto", *, source: str | None = 
     ``pretrained=False`` builds a ``timm:`` model with random weights. A hub encoder that cannot be reached raises
     ``EncoderUnavailableError`` within seconds, listing the encoders that work offline.
     """
+    with _quiet_loading():
+        return _load_image_encoder(name, device, source, preprocessing, pretrained, runtime)
+
+
+def _load_image_encoder(name, device, source, preprocessing, pretrained, runtime) -> Encoder:
     name = _check_name(name, "image")
     if name == "efficientnet-lite2":
         _only(name, preprocessing, (EfficientNetLite2Encoder.preprocessing_tag,), runtime,
@@ -129,6 +154,11 @@ def load_text_encoder(name: str, device: str = "auto", *, source: str | None = N
     when installed, else the hub), or ``sentence-transformers:<hub id or folder>``. ``source`` replaces the model
     location of a named encoder. Unreachable hub models raise ``EncoderUnavailableError`` within seconds.
     """
+    with _quiet_loading():
+        return _load_text_encoder(name, device, source)
+
+
+def _load_text_encoder(name, device, source) -> Encoder:
     name = _check_name(name, "text")
     if name == "all-MiniLM-L6-v2":
         return SentenceTransformerEncoder(name, source or _minilm_folder(), device)
