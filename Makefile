@@ -7,7 +7,7 @@ STAMP := $(VENV)/.asif-installed
 # Executed notebooks land here (git-ignored).
 RUN_DIR ?= runs/latest
 
-.PHONY: setup data test unit notebooks demo bench lab clean
+.PHONY: setup data browser test unit demo bench lab assignment clean
 
 setup: $(STAMP)
 
@@ -21,9 +21,15 @@ $(STAMP): pyproject.toml requirements-offline.txt
 data: setup
 	$(PY) -m asif_nb.data prepare demo
 
-# Unit tests, then every notebook executed by nbmake (demo profile).
-test: setup data
-	$(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=1800
+# Debian's Chromium for the browser test (JupyterLab driven by Playwright): installed when missing, as root.
+browser:
+	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "the browser test needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+# Every test: the unit tests, every notebook run top to bottom as a student would (tests/test_notebooks.py: clean
+# outputs, exercises "not yet" until the answer key is injected), the assignment's round trip, the browser test.
+test: setup data browser
+	$(PY) -m pytest tests
 
 unit: setup
 	$(PY) -m pytest tests
@@ -36,8 +42,16 @@ demo: setup data
 bench: setup data
 	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script; done
 
+# JupyterLab on the notebooks (--allow-root: a container or a lab machine often runs as root).
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab --allow-root notebooks
+
+# The course version (nbgrader's convention): the answer key and the student release in runs/assignment/, and a
+# check that the committed notebooks are that release. Grade a student's notebook with
+# `.venv/bin/python -m asif_nb.assignment grade path/to/NN_notebook.ipynb`.
+assignment: setup
+	$(PY) -m asif_nb.assignment build
+	$(PY) -m asif_nb.assignment check
 
 clean:
 	rm -rf runs results .pytest_cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import sys
 
 from PIL import Image
@@ -24,6 +25,15 @@ SAMPLE_PHOTOS = {
 
 def in_colab() -> bool:
     return "google.colab" in sys.modules
+
+
+def has_frontend() -> bool:
+    """Is a person looking at this kernel: Colab, or a notebook opened in Jupyter (JupyterLab / Notebook start
+    kernels with ``JPY_SESSION_NAME`` set) or VS Code? Batch runs (papermill, nbclient, nbmake, CI) have none: they
+    get static figures instead of widgets, so no widget is left in a saved output to fail after a reopen."""
+    if os.environ.get("ASIF_HEADLESS") == "1":
+        return False
+    return in_colab() or bool(os.environ.get("JPY_SESSION_NAME")) or "VSCODE_PID" in os.environ
 
 
 def sample_images() -> dict[str, Image.Image]:

@@ -59,13 +59,14 @@ def _json_safe(value):
 
 
 def check(exercise: str, answer: Callable[[], Any] | Any, test: Callable[[Any], Any], *, hint: str = "",
-          call: bool = True) -> Outcome:
+          call: bool = True) -> None:
     """Check one exercise and say so, without raising and without revealing the answer.
 
     ``answer`` is the student's function (called with no arguments when ``call``, the default) or a value;
     ``test(result)`` returns True when it is right (or ``(ok, feedback)`` to say something specific). An answer
     function that raises — nbgrader's ``NotImplementedError`` stub included — or a test that raises on the result
-    counts as *not yet*. The outcome is printed, kept for ``outcomes()`` and returned.
+    counts as *not yet*. The outcome is printed and kept (``solved``, ``outcomes()``); nothing is returned, so
+    the check cell's output is that one line.
     """
     returned, result = False, None
     try:
@@ -85,7 +86,6 @@ def check(exercise: str, answer: Callable[[], Any] | Any, test: Callable[[Any], 
     outcome = Outcome(exercise, bool(ok), "solved" if ok else feedback, _json_safe(result) if returned else None)
     _OUTCOMES[exercise] = outcome
     print(f"Exercise {exercise}: {'solved ✓' if ok else 'not yet — ' + feedback}")
-    return outcome
 
 
 def close_to(expected: float, tolerance: float = 1e-3) -> Callable[[Any], bool]:

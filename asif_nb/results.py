@@ -16,6 +16,14 @@ from pathlib import Path
 from .fileio import atomic_write
 
 
+class SavedPath(type(Path())):
+    """The path of a file a notebook saved: shown as "saved to <path>" rather than ``PosixPath('<path>')`` when it
+    is a cell's last value."""
+
+    def __repr__(self) -> str:
+        return f"saved to {self}"
+
+
 def results_dir() -> Path:
     if os.environ.get("ASIF_RESULTS"):
         path = Path(os.environ["ASIF_RESULTS"])
@@ -48,7 +56,7 @@ def save_results(notebook: str, data: dict) -> Path:
     path = results_dir() / f"{notebook}.json"
     with atomic_write(path, "w") as handle:
         json.dump(payload, handle, indent=2)
-    return path
+    return SavedPath(path)
 
 
 def load_results(notebook: str, folder: str | os.PathLike | None = None) -> dict:
@@ -83,4 +91,4 @@ def save_figure(fig, name: str, dpi: int = 120) -> Path:
     path = results_dir() / "figures" / f"{name}.png"
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=dpi, bbox_inches="tight")
-    return path
+    return SavedPath(path)

@@ -62,9 +62,12 @@ def test_notebook_follows_the_suite_pattern(path):
     markdown = "\n".join(_source(c) for c in cells if c["cell_type"] == "markdown")
     assert re.search(r"^#+ .*Exercise", markdown, re.M), f"{path.name}: no exercise section"
     assert any("save_results(" in src for src in code), f"{path.name}: does not write results/<notebook>.json"
-    # Notebooks tell the story; library code lives in asif_nb.
-    for src in code:
-        assert not re.search(r"^\s*(def|class) ", src, re.M), f"{path.name}: defines a function/class; move it to asif_nb"
+    # Notebooks tell the story; library code lives in asif_nb. Only an exercise's answer cell (an nbgrader solution
+    # cell) defines a function: the one the student writes.
+    for cell in cells:
+        if cell["cell_type"] == "code" and not cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            assert not re.search(r"^\s*(def|class) ", _source(cell), re.M), \
+                f"{path.name}: defines a function/class outside an exercise; move it to asif_nb"
 
 
 def test_environment_yml_agrees_with_pyproject():
