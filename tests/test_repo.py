@@ -99,3 +99,91 @@ def test_badges_and_install_cells_name_one_repository_and_release():
         repository, ref = colab["repository"], colab["ref"]
         assert f'REPO, REF = "{repository}", "{ref}"' in install
         assert "[notebooks]" not in install, f"{path.name}: Colab gets the plain package, not jupyterlab/papermill"
+
+
+# ------------------------------------------------------------------------------------------ Colab's conventions
+
+_PARAM = re.compile(r"^(?P<name>[A-Za-z_]\w*)\s*=\s*(?P<value>.+?)\s+#@param\s*(?P<spec>.*)$")
+_TYPES = {"string": str, "raw": object, "boolean": bool, "number": (int, float), "integer": int, "slider": (int, float),
+          "date": str}
+
+
+def _colab_dict(text):
+    """Colab's annotation ``{type:"integer", min:0}`` (keys unquoted) as a dict, or None if it does not parse."""
+    import ast
+
+    try:
+        text = re.sub(r"([{,]\s*)([A-Za-z_][\w-]*)\s*:", r'\1"\2":', text)
+        return ast.literal_eval(re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", text)))
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _check_param(line):
+    """Why this #@param line would not work as a Colab form field (None when it would)."""
+    import ast
+
+    match = _PARAM.match(line.strip())
+    if not match:
+        return "not `name = value  #@param ...`"
+    value_text, spec = match.group("value"), match.group("spec").strip()
+    if re.match(r"^[rRbBuUfF]+['\"]", value_text):
+        return f"{value_text[:12]}…: a prefixed string literal; Colab's form rewrites plain literals only"
+    try:
+        value = ast.literal_eval(value_text)
+    except (ValueError, SyntaxError):
+        return f"{value_text!r} is not a literal"
+    if spec.startswith("["):
+        options_text, _, rest = spec.partition("]")
+        try:
+            options = ast.literal_eval(options_text + "]")
+        except (ValueError, SyntaxError):
+            return f"options {options_text}] do not parse"
+        extra = _colab_dict(rest.strip()) if rest.strip() else {}
+        if extra is None or set(extra) - {"allow-input", "type"}:
+            return f"after the options only {{allow-input: true}} may follow, got {rest.strip()!r}"
+        if value not in options and not extra.get("allow-input"):
+            return f"the default {value!r} is not one of the options {options}"
+        return None
+    annotation = _colab_dict(spec)
+    if not isinstance(annotation, dict) or annotation.get("type") not in _TYPES:
+        return f"annotation {spec!r} is neither an option list nor {{type:...}} with a type of {sorted(_TYPES)}"
+    expected = _TYPES[annotation["type"]]
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        return f"{annotation['type']} field with a {type(value).__name__} value {value!r}"
+    if annotation["type"] == "slider" and not {"min", "max"} <= set(annotation):
+        return "a slider needs min and max"
+    return None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_param_line_parses_as_a_colab_form_field(path):
+    tagged = [c for c in _cells(path) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    problems = {line: _check_param(line) for cell in tagged for line in _source(cell).splitlines()
+                if "#@param" in line}
+    assert problems and not {line: why for line, why in problems.items() if why}
+
+
+def test_the_colab_form_checker_refuses_what_colab_would_not_read():
+    assert _check_param('k = 0  #@param {type:"integer"}') is None
+    assert _check_param('mode = "max"  #@param ["max", "mean"]') is None
+    assert _check_param('name = "x"  #@param ["", "a"] {allow-input: true}') is None
+    assert "not one of the options" in _check_param('mode = "sum"  #@param ["max", "mean"]')
+    assert "integer field" in _check_param('k = 0.5  #@param {type:"integer"}')
+    assert "prefixed" in _check_param('pattern = r"\\bcat"  #@param {type:"string"}')
+    assert "neither" in _check_param('k = 3  #@param {type:"int"}')
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_cells_up_to_the_install_cell_run_without_the_package(path, tmp_path):
+    """A fresh Colab has no asif_nb until the install cell ran: everything before it must run in a bare Python."""
+    import shutil
+    import subprocess
+
+    cells = [c for c in _cells(path) if c["cell_type"] == "code"]
+    upto = next(i for i, c in enumerate(cells) if "google.colab" in _source(c))
+    script = "\n\n".join(_source(c) for c in cells[:upto + 1])
+    bare = shutil.which("python3", path="/usr/bin:/usr/local/bin") or "python3"
+    result = subprocess.run([bare, "-I", "-c", "import sys\nsys.modules.pop('asif_nb', None)\n" + script],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
