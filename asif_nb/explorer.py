@@ -79,6 +79,7 @@ class Exploration:
     n_eval: int = 0
     interval: tuple | None = None
     k_capped: bool = False
+    reduce: str = "max"
     class_names: list = field(default_factory=list, repr=False)
 
     @property
@@ -88,8 +89,13 @@ class Exploration:
 
     @property
     def score(self) -> float:
-        """The compared class's score (for ``reduce="max"`` the sum of the ``shared`` contributions)."""
+        """The compared class's score (for ``reduce="max"`` the compared prompt's, ``prompt_score``)."""
         return float(self.scores[self.compared_class])
+
+    @property
+    def prompt_score(self) -> float:
+        """rr(image) · rr(compared prompt): the sum of the ``shared`` contributions."""
+        return float(sum(item["contribution"] for item in self.shared))
 
     def name(self, c: int | None) -> str:
         if c is None:
@@ -111,7 +117,9 @@ class Exploration:
                  f"{self.pairs:,} pairs: image {self.image} → {answer}",
                  f"its representation keeps {kept} non-zero weight{'s' if kept != 1 else ''}; {compared} "
                  f"“{self.prompt_text}” shares {len(self.shared)} anchor{'s' if len(self.shared) != 1 else ''} "
-                 f"with it (score {self.score:.4f})"]
+                 "with it " + (f"(score {self.score:.4f})" if self.reduce == "max" else
+                               f"(its score {self.prompt_score:.4f}; the class's {self.reduce}-rule score "
+                               f"{self.score:.4f})")]
         if self.accuracy is not None:
             lo, hi = self.interval
             lines.append(f"top-1 accuracy on {self.n_eval} images of the set at this setting: "
@@ -218,7 +226,7 @@ class Explorer:
                                 predicted=predicted, label=label, prompt=prompt, prompt_text=text,
                                 prompt_representation=prompt_row, shared=listed, accuracy=accuracy,
                                 n_eval=len(self.eval_rows), interval=interval, k_capped=int(k) > pairs,
-                                class_names=list(embedded.class_names))
+                                reduce=self.reduce, class_names=list(embedded.class_names))
         return self.last
 
     # -- notebook 02's exercise ---------------------------------------------------------------------------
@@ -284,6 +292,8 @@ class Explorer:
         import ipywidgets as widgets
 
         pairs = self.n_pairs if pairs is None else int(pairs)
+        step = max(1, self.n_pairs // 500)  # about 500 stops; all the pairs is one of them
+        lowest = self.n_pairs - step * ((self.n_pairs - min(self.n_pairs, 10)) // step)
         style, layout = {"description_width": "48px"}, widgets.Layout(width="460px")
         common = dict(continuous_update=False, style=style, layout=layout)
         return {
@@ -291,8 +301,8 @@ class Explorer:
                                    description="k", **common),
             "p": widgets.FloatSlider(value=float(p), min=1.0, max=16.0, step=0.5, readout_format=".1f",
                                      description="p", **common),
-            "pairs": widgets.IntSlider(value=pairs, min=min(self.n_pairs, 10), max=self.n_pairs,
-                                       step=max(1, self.n_pairs // 500), description="pairs", **common),
+            "pairs": widgets.IntSlider(value=pairs, min=lowest, max=self.n_pairs, step=step, description="pairs",
+                                       **common),
             "image": widgets.IntSlider(value=int(image), min=0, max=len(self.embedded.images) - 1, step=1,
                                        description="image", **common),
         }

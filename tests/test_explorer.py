@@ -107,6 +107,8 @@ def test_sliders_have_stable_descriptions_and_recompute_on_a_move(data, monkeypa
     explorer = Explorer(images, texts, embedded, captions=captions, n_eval=10, device="cpu")
     monkeypatch.setattr("IPython.display.display", lambda *args, **kwargs: None)
     assert explorer.show(k=10, p=3.0, interactive=True) is None
+    pairs = explorer.sliders["pairs"]
+    assert pairs.max == N and (pairs.max - pairs.min) % pairs.step == 0
     sliders = {w.description: w for w in explorer.widget.children if isinstance(w, (ipywidgets.IntSlider, ipywidgets.FloatSlider))}
     assert set(sliders) == {"k", "p", "pairs", "image"}
     assert all(not w.continuous_update for w in sliders.values())
@@ -167,3 +169,16 @@ def test_given_the_notebooks_model_it_shares_its_anchors_and_never_changes_it(da
     assert sorted(explorer._models) == [50, N]
     with pytest.raises(ValueError, match="pass the anchors the model was built from"):
         Explorer(images[:100], texts[:100], embedded, model=model)
+
+
+def test_the_mean_rule_scores_are_the_models_too(data):
+    images, texts, embedded, captions = data
+    explorer = Explorer(images, texts, embedded, reduce="mean", n_eval=12, device="cpu")
+    found = explorer.compute(20, 4.0, 150, 9)
+    model = AsifModel(images[:150], texts[:150], k=20, p=4.0, device="cpu")
+    pred, scores = model.classify(embedded.images, embedded.prompts, n_templates=TEMPLATES, reduce="mean")
+    assert np.array_equal(found.scores, scores[9]) and found.predicted == pred[9]
+    assert found.accuracy == accuracy(pred[explorer.eval_rows], embedded.labels[explorer.eval_rows])
+    assert found.prompt_score == pytest.approx(float(model.similarity(embedded.images[9][None],
+                                                                      embedded.prompts[found.prompt][None])[0, 0]))
+    assert "mean-rule score" in found.summary()
