@@ -191,10 +191,12 @@ class ImageUpload:
         names = list(self.images)
         if names:
             shown = ", ".join(b(name) for name in names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
-            use = (f"the notebook uses the last one, {b(names[-1])}" if self.use == "last"
-                   else "the notebook uses all of them")
+            if self.use == "last" and len(names) > 1:
+                use = f"the notebook uses the last one, {b(names[-1])},"
+            else:
+                use = "the notebook uses " + ("it" if len(names) == 1 else f"all {len(names)}")
             lines = [f"Holding {len(names)} image{'s' if len(names) != 1 else ''}: {shown} — {use} when you "
-                     f"{esc(self.then)}. They stay until the kernel restarts."]
+                     f"{esc(self.then)}. Kept until the kernel restarts."]
         else:
             lines = [f"No image uploaded yet: the notebook uses its bundled sample photo{'s' if self.use == 'all' else ''}. "
                      f"Upload {FORMATS} files, then {esc(self.then)}."]

@@ -86,7 +86,7 @@ def test_last_means_the_most_recent_upload():
     app.add([("a.png", png_bytes()), ("b.png", png_bytes())])
     app.add([("a.png", png_bytes(colour=(0, 200, 0)))])
     assert list(app.chosen) == ["a.png"]
-    assert "uses the last one, a.png" in app.status()
+    assert "uses the last one, a.png," in app.status()
 
 
 def test_one_app_per_kernel_shown_again_by_a_rerun(capsys):
