@@ -18,13 +18,13 @@ def pair_ticks(low: float, high: float) -> list[int]:
 
 
 def pair_label(n: float) -> str:
-    """100, 2k, 1.6M: a number of pairs in at most four characters."""
+    """A number of pairs for a tick: 100, 2k, 1.5k, 1.6M when it is round, else written out (5,016)."""
     n = float(n)
-    if n >= 1e6:
+    if n >= 1e6 and n % 1e5 == 0:
         return f"{n / 1e6:g}M"
-    if n >= 1e3:
+    if n >= 1e3 and n % 100 == 0:
         return f"{n / 1e3:g}k"
-    return f"{n:g}"
+    return f"{int(n):,}" if n == int(n) else f"{n:g}"
 
 
 def plot_figure4(sweeps, n_images=None, chance=None, reference=None, metric="accuracy",
