@@ -251,16 +251,18 @@ class Explorer:
         return gaps
 
     # -- the picture ------------------------------------------------------------------------------------------
-    def figure(self, result: Exploration | None = None, top: int = 8):
+    def figure(self, result: Exploration | None = None, top: int = 8, pyplot: bool = True):
         """One figure of ``result`` (default: the last computed): the image, its representation against the
-        compared prompt's (shared anchors marked), the class scores and the shared anchors' contributions."""
+        compared prompt's (shared anchors marked), the class scores and the shared anchors' contributions.
+        ``pyplot=False``: a bare ``matplotlib.figure.Figure`` that pyplot's figure manager never sees."""
         import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         result = result or self.last
         if result is None:
             raise ValueError("nothing computed yet: call compute(k, p, pairs, image) first.")
         evalset = getattr(self.embedded, "evalset", None)
-        fig = plt.figure(figsize=(13, 7.2))
+        fig = plt.figure(figsize=(13, 7.2)) if pyplot else Figure(figsize=(13, 7.2))
         grid = fig.add_gridspec(2, 3, width_ratios=(1, 1.6, 1.6), height_ratios=(1, 1.25))
         ax_image = fig.add_subplot(grid[0, 0])
         ax_rr = fig.add_subplot(grid[0, 1:])
@@ -308,14 +310,19 @@ class Explorer:
         }
 
     def _draw(self, k, p, pairs, image):
-        import matplotlib.pyplot as plt
-        from IPython.display import display
+        import io
+
+        from IPython.display import Image, display
 
         result = self.compute(k, p, pairs, image)
         print(result.summary())
-        fig = self.figure(result)
-        display(fig)
-        plt.close(fig)
+        # a Figure outside pyplot, rendered here to PNG bytes: a pyplot figure drawn in a slider's callback came out
+        # blank now and then in JupyterLab (tests/test_browser.py), pyplot's global figure state being shared with
+        # the inline backend's own flushing
+        fig = self.figure(result, pyplot=False)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=72, bbox_inches="tight", facecolor="white")
+        display(Image(data=png.getvalue(), format="png"))
 
     def show(self, k: int, p: float, pairs: int | None = None, image: int = 0, interactive: bool | None = None):
         """Sliders (``interactive=True``; default: when ``interactive.has_frontend()``, i.e. a person's JupyterLab,
