@@ -7,12 +7,15 @@ or a bundle's float16 rows read back from disk), and the k best kept with the pl
 are true cosines; only the *set* is approximate, by what the index misses (``recall``). Needs ``faiss``
 (``pip install "asif_nb[scale]"``); on a machine with a GPU build of FAISS the index is searched on the GPU.
 
-Kinds (``nlist`` inverted lists, default about 4 sqrt(N), at most 16,384):
+Kinds (``nlist`` inverted lists, default about 4 sqrt(N), at most 8,192):
 
 - ``"ivf-flat"``: ``IVF{nlist},Flat``, the anchors' float32 copy inside the index (4 d bytes per anchor);
-- ``"ivf-pq"``: ``IVF{nlist},PQ{m}`` (m bytes per anchor, default d/8), the kind for 10M+ anchors on one machine:
-  10M x 384 dims takes 0.5 GB of codes, the anchors stay in the float16 memmap on disk; above 2M anchors the coarse
-  quantizer is an HNSW graph over the centroids (``IVF{nlist}_HNSW32``), which makes adding 10M rows minutes, not hours;
+- ``"ivf-sq8"``: ``IVF{nlist},SQ8``, one byte per dimension (d bytes per anchor): near-exact scores, seconds to train;
+- ``"ivf-pq"``: ``IVF{nlist},PQ{m}`` (8-bit product codes, m bytes per anchor, default m = d/8), the kind for 10M+
+  anchors on one machine: 10M x 384 dims take 0.5 GB of codes while the anchors stay in the float16 memmap on disk;
+  its coarse scores are why ``refine`` k candidates are rescored. (4-bit fast-scan codes, ``faiss:IVF...,PQ{m}x4fs``,
+  train faster but lost a third of the top-k on clustered test data.) Above 2M anchors the coarse quantizer is an HNSW
+  graph over the centroids (``IVF{nlist}_HNSW32``), which makes adding 10M rows minutes, not hours;
 - ``"hnsw"``: ``HNSW32,Flat`` (no training, fast queries, the float32 copy plus the graph in memory).
 
 ``nprobe="auto"`` (IVF kinds): the smallest power of two whose recall of the exact top-k, on a sample of anchors
@@ -33,7 +36,7 @@ from .topk import _EMPTY, encode_keys
 
 __all__ = ["FaissSearch", "KINDS"]
 
-KINDS = ("ivf-flat", "ivf-pq", "hnsw")
+KINDS = ("ivf-flat", "ivf-sq8", "ivf-pq", "hnsw")
 _ADD_ROWS = 65536  # rows normalised and added per step (bounded memory for a 10M-row memmap)
 _SEARCH_ROWS = 256  # queries searched and rescored per step: their candidates' rows (R k d floats each) stay small
 _CALIBRATION = 256
@@ -56,11 +59,11 @@ def factory_string(kind, n, dim, nlist=None, m=None):
         raise ValueError(f"index {kind!r} is not known: use one of {KINDS} or 'faiss:<index_factory string>'.")
     if kind == "hnsw":
         return "HNSW32,Flat"
-    nlist = int(nlist or min(16384, max(16, 2 ** round(math.log2(4 * math.sqrt(n))))))
+    nlist = int(nlist or min(8192, max(16, 2 ** round(math.log2(4 * math.sqrt(n))))))
     nlist = min(nlist, max(1, n // 39))  # FAISS wants >= 39 training rows per list
     quantizer = f"IVF{nlist}_HNSW32" if n > 2_000_000 else f"IVF{nlist}"
-    if kind == "ivf-flat":
-        return f"{quantizer},Flat"
+    if kind in ("ivf-flat", "ivf-sq8"):
+        return f"{quantizer},{'Flat' if kind == 'ivf-flat' else 'SQ8'}"
     m = int(m or max(1, dim // 8))
     if dim % m:
         raise ValueError(f"m={m} must divide the anchor dimension {dim} (PQ splits each vector into m parts).")
@@ -76,7 +79,7 @@ def gather_rows(anchors, index):
     if anchors.half is not None:
         return (anchors.half[torch.from_numpy(index).to(anchors.half.device)].cpu().to(torch.float32) / norms[:, None])
     order = np.argsort(index, kind="stable")  # sorted reads from a memmap / bundle: far fewer page faults
-    raw = anchors.raw.take(index[order]) if hasattr(anchors.raw, "take") else np.asarray(anchors.raw[index[order]])
+    raw = np.asarray(anchors.raw[index[order]]) if isinstance(anchors.raw, np.ndarray) else anchors.raw.take(index[order])
     rows = np.empty_like(raw)
     rows[order] = raw
     return torch.from_numpy(rows).to(torch.float32) / norms[:, None]

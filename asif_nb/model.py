@@ -293,7 +293,7 @@ class AsifModel:
         ``index``: ``"pruned"`` (exact, bit for bit: cell bounds skip anchors, ``asif_nb.prune``), ``"reduced"``
         (exact, bit for bit: a float16/bfloat16 pass with a proven error bound then float32 rescoring, only where a
         micro-benchmark says it is faster, ``asif_nb.reduced``), or approximate FAISS indexes ``"ivf-flat"``,
-        ``"ivf-pq"``, ``"hnsw"``, ``"faiss:<index_factory string>"`` (``asif_nb.faiss_index``, needs
+        ``"ivf-sq8"``, ``"ivf-pq"``, ``"hnsw"``, ``"faiss:<index_factory string>"`` (``asif_nb.faiss_index``, needs
         ``pip install "asif_nb[scale]"``); or a dict ``{"image": backend, "text": backend}`` of built ones (e.g.
         ``FaissSearch.load``). ``modality``: "both", "image" or "text" (the other keeps its current step).
         ``options`` go to the backend. Editing the pairs (``add_pairs``/``remove_pairs``) drops the backends.

@@ -9,7 +9,7 @@ last call did; ``build`` what building it cost.
 |---|---|---|---|
 | ``"pruned"`` | ``prune.PrunedSearch`` | yes | k-means cells bound each anchor's cosine; tiles no row needs are skipped |
 | ``"reduced"`` | ``reduced.ReducedSearch`` | yes | a float16/bfloat16 pass with a proven error bound, exact float32 rescoring; used only where a micro-benchmark says it is faster |
-| ``"ivf-flat"``, ``"ivf-pq"``, ``"hnsw"``, ``"faiss:<factory>"`` | ``faiss_index.FaissSearch`` | no | FAISS candidates, exact cosines (``pip install "asif_nb[scale]"``) |
+| ``"ivf-flat"``, ``"ivf-sq8"``, ``"ivf-pq"``, ``"hnsw"``, ``"faiss:<factory>"`` | ``faiss_index.FaissSearch`` | no | FAISS candidates, exact cosines (``pip install "asif_nb[scale]"``) |
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import importlib
 __all__ = ["build_search", "INDEXES"]
 
 INDEXES = {"pruned": ("prune", "PrunedSearch"), "reduced": ("reduced", "ReducedSearch"),
-           "ivf-flat": ("faiss_index", "FaissSearch"), "ivf-pq": ("faiss_index", "FaissSearch"),
+           "ivf-flat": ("faiss_index", "FaissSearch"), "ivf-sq8": ("faiss_index", "FaissSearch"),
+           "ivf-pq": ("faiss_index", "FaissSearch"),
            "hnsw": ("faiss_index", "FaissSearch")}
 
 
