@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements-offline.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[notebooks,dev]"
+	$(PY) -m pip install -q -e ".[notebooks,dev,scale]"
 	$(PY) -m pip install -q --no-deps -r requirements-offline.txt
 	@touch $(STAMP)
 

@@ -1,12 +1,11 @@
 """Approximate top-k through FAISS (asif_nb.faiss_index, model.with_index("ivf-pq"), ...): recall of the exact top-k
 set, true cosines for what it keeps, anchors streamed from a float16 memmap, a saved index served again."""
+import faiss
 import numpy as np
 import pytest
 
-faiss = pytest.importorskip("faiss")
-
-from asif_nb import AsifModel  # noqa: E402
-from asif_nb.faiss_index import FaissSearch, factory_string  # noqa: E402
+from asif_nb import AsifModel
+from asif_nb.faiss_index import FaissSearch, factory_string
 
 K = 50
 
