@@ -8,7 +8,8 @@ when a goal is missed. Needs the extra: pip install "asif_nb[scale]". Minutes to
    Also the demo's evaluation sets over the demo anchors (accuracy change, not a speed goal: 5k anchors).
 2. Anchor embedding on a local Ray cluster (ray.init(num_cpus=2)) over local webdataset shards: pairs/s beside the
    single-process embed of the same shards (figures only: a 2-core machine measures overhead, not scale).
-3. The Figure-4 sweep over 1.6M synthetic anchors, 8 sizes x 3 k x 4 p: time and peak RSS (exact path).
+3. The Figure-4 sweep over 1.6M synthetic anchors, 8 sizes x 3 k x 4 p: time and peak RSS, exact path and index path
+   (sweep(..., index=KIND): one index over all the anchors, searched with each prefix as a limit).
 
 Each part runs in its own process (its own peak RSS). Data lives in --work (default $TMPDIR/asif-bench-scale), deleted
 at the end unless --keep.
@@ -162,18 +163,19 @@ def ray_rows(work, n_shards, per_shard):
                                "identical": same}), flush=True)
 
 
-def sweep_rows(n, work):
+def sweep_rows(n, work, index):
     from asif_nb.sweeps import sweep
 
     images, texts, queries, labels, prompts = synthetic(work, n)
     sizes = np.unique(np.geomspace(K, n, 8).round().astype(int)).tolist()
     t0, c0 = time.perf_counter(), time.process_time()
     rows = sweep(queries, labels, prompts, images, texts, n_pairs=sizes, k=(100, 400, 800), p=(1, 3, 5, 8),
-                 device="cpu")
+                 device="cpu", index=None if index == "exact" else index)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    best = max((r for r in rows if r["applicable"]), key=lambda r: r["accuracy"])
-    print("ROW " + json.dumps({"n": n, "points": len(rows), "sizes": sizes, "wall_s": wall, "cpu_s": cpu,
-                               "peak_gib": peak_gib(), "best": best}), flush=True)
+    at_n = {(r["k"], r["p"]): r["accuracy"] for r in rows if r["n_pairs"] == n}
+    print("ROW " + json.dumps({"n": n, "path": index, "points": len(rows), "sizes": sizes, "wall_s": wall,
+                               "cpu_s": cpu, "peak_gib": peak_gib(), "acc_800_8": 100 * at_n[800, 8],
+                               "accuracies": [r["accuracy"] for r in rows]}), flush=True)
 
 
 def child(args):
@@ -184,6 +186,15 @@ def child(args):
         sys.stdout.write(out.stderr[-4000:])
         raise SystemExit(f"part {args} failed (exit {out.returncode})")
     return [json.loads(line[4:]) for line in out.stdout.splitlines() if line.startswith("ROW ")]
+
+
+def print_faiss(row, n_queries, goals):
+    print(f"FAISS {row['kind']} ({row['factory']}, nprobe {row['nprobe']}) at {row['n']:,} anchors, {n_queries} "
+          f"queries, k={K}: recall {row['recall']:.4f}; accuracy {row['acc_exact']:.2f} % exact, {row['acc_index']:.2f}"
+          f" % index; encode+classify {row['exact_s']:.1f} s exact, {row['index_s']:.2f} s index = "
+          f"{row['speedup']:.1f}x, {row['qps']:.0f} queries/s; build {row['build_s']:.0f} s, index "
+          f"{row['index_gib']:.2f} GiB; peak RSS {row['peak_exact_gib']:.2f} GiB exact, {row['peak_gib']:.2f} GiB "
+          f"with the index{goals}", flush=True)
 
 
 def main():
@@ -200,7 +211,7 @@ def main():
         part, *rest = args.child
         {"faiss": lambda: faiss_rows(int(rest[0]), Path(rest[1]), rest[2], int(rest[3])),
          "demo": lambda: demo_rows(rest[0]), "ray": lambda: ray_rows(Path(rest[0]), int(rest[1]), int(rest[2])),
-         "sweep": lambda: sweep_rows(int(rest[0]), Path(rest[1]))}[part]()
+         "sweep": lambda: sweep_rows(int(rest[0]), Path(rest[1]), rest[2])}[part]()
         return 0
     scale = 100 if args.quick else 1
     mid, big = 1_600_000 // scale, args.big // scale
@@ -209,13 +220,7 @@ def main():
     try:
         if args.only in (None, "faiss"):
             for row in child(["faiss", mid, args.work / "mid", args.kind, 1000]):
-                print(f"FAISS {row['kind']} ({row['factory']}, nprobe {row['nprobe']}) at {row['n']:,} anchors, "
-                      f"1000 queries, k={K}: recall {row['recall']:.4f} (goal >= 0.95); accuracy {row['acc_exact']:.2f}"
-                      f" % exact, {row['acc_index']:.2f} % index (goal within 0.5); encode+classify {row['exact_s']:.1f}"
-                      f" s exact, {row['index_s']:.2f} s index = {row['speedup']:.1f}x (goal >= 10x), "
-                      f"{row['qps']:.0f} queries/s; build {row['build_s']:.0f} s, index {row['index_gib']:.2f} GiB; "
-                      f"peak RSS {row['peak_exact_gib']:.2f} GiB exact, {row['peak_gib']:.2f} GiB with the index",
-                      flush=True)
+                print_faiss(row, 1000, " (goals: recall >= 0.95, accuracy within 0.5 points, >= 10x faster)")
                 if row["recall"] < 0.95 or abs(row["acc_index"] - row["acc_exact"]) > 0.5 or row["speedup"] < 10:
                     failed.append("faiss-1.6M")
         if args.only in (None, "demo"):
@@ -232,18 +237,17 @@ def main():
                 if not row["identical"]:
                     failed.append("ray-identical")
         if args.only in (None, "sweep"):
-            for row in child(["sweep", mid, args.work / "mid"]):
-                print(f"Figure-4 sweep (exact path) over {row['n']:,} anchors, {row['points']} points "
-                      f"(sizes {row['sizes']}): {row['wall_s']:.0f} s wall, {row['cpu_s']:.0f} s CPU, peak RSS "
-                      f"{row['peak_gib']:.2f} GiB; best {row['best']}", flush=True)
+            paths = [row for path in ("exact", args.kind) for row in child(["sweep", mid, args.work / "mid", path])]
+            for row in paths:
+                print(f"Figure-4 sweep, {row['path']} path, over {row['n']:,} anchors, {row['points']} points "
+                      f"(sizes {row['sizes']} x k 100/400/800 x p 1/3/5/8, 1000 queries): {row['wall_s']:.0f} s wall,"
+                      f" {row['cpu_s']:.0f} s CPU, peak RSS {row['peak_gib']:.2f} GiB; accuracy at N, k=800, p=8: "
+                      f"{row['acc_800_8']:.2f} %", flush=True)
+            gaps = [abs(a - b) for a, b in zip(*(row["accuracies"] for row in paths)) if a is not None]
+            print(f"  index path vs exact over the grid: largest accuracy gap {100 * max(gaps):.2f} points", flush=True)
         if args.only in (None, "big"):
             for row in child(["faiss", big, args.work / "big", args.kind, 200]):
-                print(f"FAISS {row['kind']} ({row['factory']}, nprobe {row['nprobe']}) at {row['n']:,} anchors, "
-                      f"200 queries: recall {row['recall']:.4f}; accuracy {row['acc_exact']:.2f} % exact, "
-                      f"{row['acc_index']:.2f} % index; {row['exact_s']:.1f} s exact, {row['index_s']:.2f} s index "
-                      f"= {row['speedup']:.1f}x, {row['qps']:.0f} queries/s; build {row['build_s']:.0f} s, index "
-                      f"{row['index_gib']:.2f} GiB; peak RSS {row['peak_exact_gib']:.2f} / {row['peak_gib']:.2f} GiB",
-                      flush=True)
+                print_faiss(row, 200, "")
     finally:
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
