@@ -28,10 +28,12 @@ def _route_vs_gemm(anchors, queries, k, best_of, label):
     wall, _ = best_of({"gemm": lambda: q @ a.T, "plain": lambda: model.encode_image(queries),
                        "pruned": lambda: pruned.encode_image(queries)})
     same = _same(model.encode_image(queries), pruned.encode_image(queries))
-    last = pruned.index["image"].last
+    last, build = pruned.index["image"].last, pruned.index["image"].build
     ratio, plain_ratio = wall["pruned"] / wall["gemm"], wall["plain"] / wall["gemm"]
     print(f"pruned exact top-k, {label}: {len(queries)} queries x {len(anchors)} anchors x {anchors.shape[1]}, k={k}: "
-          f"route {last['route']}, visited {last['visited']:.3f} of the products; time / bare fp32 GEMM "
+          f"build {build['seconds']:.1f} s, {build.get('cells', 0)} cells, a build sample would visit "
+          f"{build.get('sample_visited', 1.0):.3f}; route {last['route']}, visited {last['visited']:.3f} of the products; "
+          f"time / bare fp32 GEMM "
           f"{ratio:.3f} (plain path {plain_ratio:.3f}); bit-identical to the plain path: {same}")
     return ratio, plain_ratio, same, last
 
