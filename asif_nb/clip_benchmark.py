@@ -84,3 +84,24 @@ def model(asif) -> tuple[AsifForClipBenchmark, ImageTransform, Tokenizer]:
         if not hasattr(asif, attribute):
             raise TypeError(f"model() takes an asif_nb.Asif (asif_nb.load('demo')), got {type(asif).__name__}.")
     return AsifForClipBenchmark(asif).eval(), ImageTransform(asif.image_encoder), Tokenizer()
+
+
+class EvalDataset(torch.utils.data.Dataset):
+    """One of the suite's evaluation sets (``asif_nb.load_eval``) in the shape CLIP_benchmark's datasets have:
+    items ``(transform(image), label)`` — or ``(transform(image), [caption])`` with ``retrieval=True`` — and the
+    class names as ``.classes`` (its classification ``evaluate`` reads them)."""
+
+    def __init__(self, evalset, transform, retrieval: bool = False):
+        if retrieval and evalset.captions is None:
+            raise ValueError(f"{evalset.name!r} has no captions: retrieval needs a set with one caption per image.")
+        self.evalset, self.transform, self.retrieval = evalset, transform, retrieval
+        self.classes = list(evalset.class_names)
+
+    def __len__(self) -> int:
+        return len(self.evalset.images)
+
+    def __getitem__(self, i):
+        from .encoders import load_image
+
+        target = [self.evalset.captions[i]] if self.retrieval else int(self.evalset.labels[i])
+        return self.transform(load_image(self.evalset.images[i])), target

@@ -1,7 +1,7 @@
 """Exercises that fail until they are solved, checked without giving the answer away (issue #12).
 
 Every exercise of the notebooks is two cells, in nbgrader's convention (the Jupyter standard for course
-assignments; ``tools/assignment.py`` builds the student release and the answer key from them):
+assignments; ``asif_nb.assignment`` builds the student release and the answer key from them):
 
 - the **answer cell** (an nbgrader *solution* cell): a function the student completes. As committed it holds
   nbgrader's stub, so "run all" reaches the check with nothing solved::

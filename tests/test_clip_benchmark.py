@@ -4,36 +4,15 @@ import pytest
 import torch
 
 import asif_nb
-from asif_nb.clip_benchmark import model as asif_for_clip_benchmark
+from asif_nb.clip_benchmark import EvalDataset, model as asif_for_clip_benchmark
 from asif_nb.pipeline import embed_eval, evaluate
-
-zeroshot_classification = pytest.importorskip("clip_benchmark.metrics.zeroshot_classification")
-zeroshot_retrieval = pytest.importorskip("clip_benchmark.metrics.zeroshot_retrieval")
+# installed by `make setup` (requirements-offline.txt): a missing package fails here, it is never skipped
+from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
 
 
 @pytest.fixture(scope="module")
 def asif():
     return asif_nb.load("demo", device="cpu", progress=False)
-
-
-class _Images(torch.utils.data.Dataset):
-    """An EvalSet as CLIP_benchmark's datasets are: (transformed image, label or captions), with `.classes`."""
-
-    def __init__(self, evalset, transform, retrieval=False):
-        self.evalset, self.transform, self.retrieval = evalset, transform, retrieval
-        self.classes = evalset.class_names
-
-    def __len__(self):
-        return len(self.evalset.images)
-
-    def __getitem__(self, i):
-        image = self.evalset.images[i]
-        if not hasattr(image, "mode"):
-            from asif_nb.encoders import load_image
-
-            image = load_image(image)
-        target = [self.evalset.captions[i]] if self.retrieval else int(self.evalset.labels[i])
-        return self.transform(image), target
 
 
 def _accuracy_numpy2(output, target, topk=(1,)):
@@ -54,7 +33,7 @@ def test_zeroshot_classification_matches_asif_nb_evaluate(asif, monkeypatch):
     ours = evaluate(asif.model, embed_eval(evalset, asif.image_encoder, asif.text_encoder, progress=False),
                     reduce="mean")
     model, transform, tokenizer = asif_for_clip_benchmark(asif)
-    loader = torch.utils.data.DataLoader(_Images(evalset, transform), batch_size=64)
+    loader = torch.utils.data.DataLoader(EvalDataset(evalset, transform), batch_size=64)
     theirs = zeroshot_classification.evaluate(model, loader, tokenizer, evalset.class_names, evalset.templates,
                                               device="cpu", amp=True)
     assert theirs["acc1"] == pytest.approx(ours["acc1"], abs=1e-12)
@@ -69,7 +48,7 @@ def test_zeroshot_retrieval_matches_asif_nb_evaluate(asif):
     ours = evaluate(asif.model, embedded)
     assert _no_ties(asif.model.similarity(embedded.images, embedded.captions))  # ties are where harnesses differ
     model, transform, tokenizer = asif_for_clip_benchmark(asif)
-    loader = torch.utils.data.DataLoader(_Images(evalset, transform, retrieval=True), batch_size=32,
+    loader = torch.utils.data.DataLoader(EvalDataset(evalset, transform, retrieval=True), batch_size=32,
                                          collate_fn=lambda batch: (torch.stack([b[0] for b in batch]),
                                                                    [b[1] for b in batch]))
     theirs = zeroshot_retrieval.evaluate(model, loader, tokenizer, device="cpu", amp=True, recall_k_list=[1, 5])
@@ -84,3 +63,22 @@ def test_the_adapter_refuses_what_it_cannot_use(asif):
     model, _, _ = asif_for_clip_benchmark(asif)
     with pytest.raises(TypeError, match="list of strings"):
         model.encode_text(torch.zeros(2, 8, dtype=torch.long))
+
+
+def test_the_readme_example_runs_and_reports_what_evaluate_reports(asif, monkeypatch, capsys):
+    import ast
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### ASIF inside CLIP_benchmark", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    monkeypatch.setattr(zeroshot_classification, "accuracy", zeroshot_classification.accuracy)  # restored afterwards
+    monkeypatch.setattr(asif_nb, "load", lambda *args, **kwargs: asif)  # the fixture's model: no second load
+    exec(compile(example, "README.md", "exec"), {})
+    printed = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1])
+    evalset = asif_nb.load_eval("fashion-mnist", n=300)
+    ours = evaluate(asif.model, embed_eval(evalset, asif.image_encoder, asif.text_encoder, progress=False),
+                    reduce="mean")
+    assert printed["acc1"] == pytest.approx(ours["acc1"], abs=1e-12)
+    assert printed["mean_per_class_recall"] == pytest.approx(ours["mean_per_class_recall"], abs=1e-12)

@@ -88,7 +88,7 @@ ROWS = [  # two eval sets: "cls" (classification, 10 classes) and "ret" (retriev
 
 def test_method_curves_one_panel_per_measured_metric_one_line_per_method():
     fig = plots.plot_method_curves(ROWS, ["heads", "ASIF"], colours=("C1", "C0"))
-    assert [ax.get_title() for ax in fig.axes] == ["cls", "ret"]
+    assert [ax.get_title() for ax in fig.axes] == ["cls (20 images)", "ret (4 images)"]
     cls, ret = (_lines(ax) for ax in fig.axes)
     assert cls["ASIF"][0].tolist() == [10, 100] and cls["ASIF"][1].tolist() == [0.3, 0.5]
     assert cls["heads"][1].tolist() == [0.2, 0.6]
@@ -99,8 +99,74 @@ def test_method_curves_one_panel_per_measured_metric_one_line_per_method():
         plots.plot_method_curves([{**ROWS[0], "acc1": None}], ["ASIF"])
 
 
-def test_training_cost_reads_each_method_and_n_from_its_first_row_and_leaves_untrained_out_of_flops():
-    fig = plots.plot_training_cost(ROWS, ["heads", "ASIF"])
-    seconds, flops = (_lines(ax) for ax in fig.axes)
-    assert seconds["ASIF"][1].tolist() == [0.01, 0.02] and seconds["heads"][1].tolist() == [1.0, 2.0]
-    assert set(flops) == {"heads"} and flops["heads"][1].tolist() == [1e6, 1e7]
+def test_training_cost_pools_the_seconds_per_method_and_draws_passes_over_the_pairs():
+    fig = plots.plot_training_cost(ROWS, ["heads", "ASIF"], steps={"heads": 50}, batch_size=4)
+    seconds, passes = fig.axes
+    # one bar per method: the median over n of the first row's seconds (heads: 1.0 and 2.0; ASIF: 0.01 and 0.02)
+    assert [patch.get_height() for patch in seconds.patches] == pytest.approx([1.5, 0.015])
+    lines = _lines(passes)
+    x, y = lines["heads (50 steps × 4)"]
+    assert x.tolist() == [10, 100] and y.tolist() == pytest.approx([20.0, 2.0])  # 50 × 4 / n
+    assert lines["ASIF: each pair stored once"][1].tolist() == [1, 1]
+    assert len(plots.plot_training_cost(ROWS, ["heads", "ASIF"]).axes) == 1  # no steps: the seconds only
+    with pytest.raises(ValueError, match="batch_size"):
+        plots.plot_training_cost(ROWS, ["heads"], steps={"heads": 5})
+
+
+def test_method_curves_carry_a_wilson_interval_per_point_and_keep_the_legend_off_the_panels():
+    from asif_nb.metrics import wilson_interval
+
+    fig = plots.plot_method_curves(ROWS, ["heads", "ASIF"], colours=("C1", "C0"))
+    cls = fig.axes[0]
+    segments = [seg for coll in cls.collections for seg in coll.get_segments()]
+    lo, hi = wilson_interval(round(0.5 * 20), 20)  # ASIF at n = 100 on "cls" (20 images)
+    assert any(np.allclose(seg[:, 1], [lo, hi]) for seg in segments)
+    assert all(ax.get_legend() is None for ax in fig.axes) and fig.legends
+
+
+FIGURE4 = {  # two eval sets, k in (1, 2), p in (1, 3); k = 2 does not exist at n = 1
+    "a": [{"n_pairs": n, "k": k, "p": p, "accuracy": None if k > n else acc}
+          for n, k, p, acc in [(1, 1, 1, 0.1), (1, 1, 3, 0.2), (1, 2, 1, None), (1, 2, 3, None),
+                               (10, 1, 1, 0.3), (10, 1, 3, 0.25), (10, 2, 1, 0.4), (10, 2, 3, 0.5)]],
+    "b": [{"n_pairs": 10, "k": 1, "p": 1, "accuracy": 0.6}],
+}
+
+
+def test_figure4_is_one_panel_per_eval_set_with_k_as_colour_and_the_best_p_per_k():
+    fig = plots.plot_figure4(FIGURE4, n_images={"a": 100}, chance={"a": 0.1},
+                             reference={"b": (10, 0.18, "paper")})
+    a, b = fig.axes
+    assert a.get_title() == "a, 100 images\nbest 0.500: k=2, p=3, n=10" and b.get_title().startswith("b\nbest 0.600")
+    assert a.get_shared_x_axes().joined(a, b) and a.get_shared_y_axes().joined(a, b)
+    lines = _lines(a)
+    assert lines["k = 1"][0].tolist() == [1, 10] and lines["k = 1"][1].tolist() == [0.2, 0.3]  # best p at each n
+    assert lines["k = 2"][0].tolist() == [10] and lines["k = 2"][1].tolist() == [0.5]
+    assert lines["best point"][1].tolist() == [0.5]
+    assert lines["chance"][1].tolist() == [0.1, 0.1]
+    assert not any(ax.get_legend() for ax in fig.axes) and fig.legends  # one legend, below the panels
+    assert len(a.collections) == 2 and not b.collections  # a Wilson band per k where the set's size is known
+    assert _lines(b)["paper"][1].tolist() == [0.18]
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    with pytest.raises(ValueError, match="no applicable"):
+        plots.plot_figure4({"a": [{"n_pairs": 1, "k": 2, "p": 1, "accuracy": None}]})
+
+
+def test_pair_ticks_are_round_and_inside_the_range():
+    from asif_nb.plots.curves import pair_label, pair_ticks
+
+    assert pair_ticks(100, 5016) == [100, 200, 500, 1000, 2000, 5000]
+    assert pair_ticks(10_000, 1_600_000) == [10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000]
+    assert [pair_label(n) for n in (100, 1500, 2000, 5016, 1_600_000, 1_234_567)] == \
+        ["100", "1.5k", "2k", "5,016", "1.6M", "1,234,567"]
+
+
+def test_pruning_plot_bands_are_the_wilson_intervals_of_the_held_out_images():
+    from asif_nb.metrics import wilson_interval
+
+    rows = [{"fraction": 1.0, "acc_most_used": 0.5, "acc_random": 0.5},
+            {"fraction": 0.1, "acc_most_used": 0.4, "acc_random": 0.2}]
+    ax = plots.plot_pruning(rows, n_images=50).axes[0]
+    assert len(ax.collections) == 2
+    band = ax.collections[1].get_paths()[0].vertices[:, 1]  # keep at random: 0.5 then 0.2 of 50 images
+    assert min(band) == pytest.approx(wilson_interval(10, 50)[0]) and max(band) == pytest.approx(wilson_interval(25, 50)[1])
+    assert "50 images" in ax.get_title()

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 import asif_nb  # noqa: E402
 from asif_nb import AsifModel, accuracy_topk, load_precomputed, mean_per_class_recall  # noqa: E402

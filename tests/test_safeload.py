@@ -115,7 +115,7 @@ def test_the_authors_list_of_0d_tensors_becomes_plain_ints(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["int32", "uint8", "int16"])
 def test_other_integer_label_tensors_are_read(tmp_path, dtype):
-    torch = pytest.importorskip("torch")
+    import torch
     tensors = list(torch.tensor([1, 2, 250], dtype=getattr(torch, dtype)))
     assert load_labels(_write(tmp_path / "labels.pkl", tensors)) == [1, 2, 250]
 
@@ -134,7 +134,7 @@ class _Label:
 
 
 def test_labels_saved_from_cuda_are_read_on_a_machine_without_one(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # TypedStorage is deprecated
@@ -160,13 +160,13 @@ def test_labels_saved_from_cuda_are_read_on_a_machine_without_one(tmp_path):
     ],
 )
 def test_tensors_other_than_0d_integers_are_refused(tmp_path, make, message):
-    torch = pytest.importorskip("torch")
+    import torch
     with pytest.raises(ValueError, match=message):
         load_labels(_write(tmp_path / "labels.pkl", make(torch)))
 
 
 def test_storage_bytes_are_read_with_weights_only_never_torch_load_full(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     marker = tmp_path / "marker"
     buffer = io.BytesIO()
     # The legacy format _load_from_bytes receives, but holding an object whose unpickling writes a file.
@@ -178,7 +178,7 @@ def test_storage_bytes_are_read_with_weights_only_never_torch_load_full(tmp_path
 
 
 def test_storage_not_in_torchs_legacy_format_is_refused(tmp_path):
-    pytest.importorskip("torch")
+    import torch  # noqa: F401
     _write(tmp_path / "labels.pkl", [_StorageFromBytes(b"PK\x03\x04 not a legacy storage")])
     with pytest.raises(ValueError, match="not a label storage in torch's legacy format"):
         load_labels(tmp_path / "labels.pkl")
@@ -228,7 +228,7 @@ def test_load_tensors_never_unpickles(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
         load_tensors(tmp_path / "obj.npy")
-    torch = pytest.importorskip("torch")
+    import torch
     torch.save({"z": torch.ones(2, 3)}, tmp_path / "ok.pt")
     assert load_tensors(tmp_path / "ok.pt")["z"].shape == (2, 3)
     torch.save({"evil": _Evil()}, tmp_path / "evil.pt")
@@ -239,7 +239,7 @@ def test_load_tensors_never_unpickles(tmp_path):
 
 
 def test_a_pt_file_holding_a_numpy_array_loads_but_nothing_else_from_numpy(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     array = np.arange(12, dtype=np.float32).reshape(3, 4)
     torch.save(array, tmp_path / "array.pt")
     loaded = load_tensors(tmp_path / "array.pt")

@@ -116,22 +116,26 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _fashion_mnist(n, invert: bool = True, root=None, packages=None) -> EvalSet:
+def _fashion_mnist(n, invert: bool = True, root=None, packages=None, split: str = "test") -> EvalSet:
     from PIL import Image
 
     packages = check_packages(packages)
     base = Path(root) if root is not None else package_source(FASHION_MNIST_PACKAGE, packages)
-    found = list(base.rglob("t10k-images-idx3-ubyte*"))
-    labels_file = list(base.rglob("t10k-labels-idx1-ubyte*"))
+    if split not in ("test", "train"):
+        raise ValueError(f"split={split!r}: use 'test' (10k images) or 'train' (60k) for fashion-mnist.")
+    prefix = "t10k" if split == "test" else "train"  # the train split: a pool of extra pairs (notebook 04)
+    found = list(base.rglob(f"{prefix}-images-idx3-ubyte*"))
+    labels_file = list(base.rglob(f"{prefix}-labels-idx1-ubyte*"))
     if not found or not labels_file:
-        raise ValueError(f"no Fashion-MNIST test files (t10k-*-ubyte[.gz]) under {base}.")
+        raise ValueError(f"no Fashion-MNIST {split} files ({prefix}-*-ubyte[.gz]) under {base}.")
     pixels, labels = _read_idx(found[0]), _read_idx(labels_file[0]).astype(np.int64)
     keep = _subset(n, len(labels), labels)
     if invert:
         pixels = 255 - pixels  # the anchors are dark drawings on white; Fashion-MNIST is white on black
     images = [Image.fromarray(pixels[i]).convert("RGB") for i in keep]
-    return EvalSet("fashion-mnist", "classification", images, labels[keep], list(FASHION_MNIST_CLASSES),
-                   list(FASHION_MNIST_TEMPLATES), ids=[f"fashion-mnist/test/{i}" for i in keep],
+    return EvalSet("fashion-mnist" if split == "test" else "fashion-mnist-train", "classification", images,
+                   labels[keep], list(FASHION_MNIST_CLASSES), list(FASHION_MNIST_TEMPLATES),
+                   ids=[f"fashion-mnist/{split}/{i}" for i in keep],
                    source="Debian dataset-fashion-mnist (Zalando Research)", licence="MIT")
 
 
@@ -321,8 +325,9 @@ def load_eval(name: str, n: int | None = None, split: str = "test", *, root=None
     """The evaluation set ``name`` (see ``list_evals()``).
 
     ``n`` takes a deterministic subset (class-balanced round-robin where labels are known beforehand, else
-    the first ``n``). ``split`` matters for ``imagenet`` only: "val" / "test" = the authors' halves of a
-    seeded permutation (torch seed 42) of the val images, "all" = every image. ``root`` points at a local
+    the first ``n``). ``split`` matters for ``imagenet``: "val" / "test" = the authors' halves of a
+    seeded permutation (torch seed 42) of the val images, "all" = every image; and for ``fashion-mnist``:
+    "test" (the evaluation set) or "train" (named ``fashion-mnist-train``: a pool of images never evaluated on). ``root`` points at a local
     copy (ImageNet, ImageNetV2, the folder holding ``cifar-100-python/``, or where torchvision downloads Pets);
     ``download`` fetches CIFAR-100 / Pets / ImageNetV2 when absent. ``packages`` maps the Fashion-MNIST package id
     to a local ``.deb`` (as ``prepare``'s ``--package``). ``invert`` (Fashion-MNIST)
@@ -330,7 +335,8 @@ def load_eval(name: str, n: int | None = None, split: str = "test", *, root=None
     ``templates`` replace the defaults: a list, or a CLIP_benchmark-format JSON path.
     """
     if name == "fashion-mnist":
-        evalset = _fashion_mnist(n, invert=invert, root=root, packages=packages)
+        evalset = _fashion_mnist(n, invert=invert, root=root, packages=packages,
+                                 split="test" if split in ("test", None) else split)
     elif name == "imagenet-samples":
         evalset = _imagenet_samples(n)
     elif name == "tuxpaint-heldout":

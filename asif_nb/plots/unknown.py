@@ -5,8 +5,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def plot_threshold_curve(curve, title="Unknown token: accuracy / unknown / wrong vs threshold", mark=None):
-    """Stacked fractions of correct, unknown (abstained) and wrong answers as the threshold rises."""
+def plot_threshold_curve(curve, title="Unknown token: accuracy / unknown / wrong vs threshold", mark=None,
+                         mark_label=None):
+    """Stacked fractions of correct, unknown (abstained) and wrong answers as the threshold rises; ``mark`` (a
+    threshold) is drawn as a dashed line, named ``mark_label`` in the legend when given."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
     thresholds = np.asarray(curve["threshold"])
     finite = np.isfinite(thresholds)  # the last threshold is +inf (nothing answered): no place on an axis
@@ -14,7 +16,7 @@ def plot_threshold_curve(curve, title="Unknown token: accuracy / unknown / wrong
     ax.stackplot(thresholds, *(np.asarray(curve[key])[finite] for key in ("accuracy", "unknown", "wrong")),
                  labels=["correct", "unknown", "wrong"], colors=["#4c9a2a", "#bbbbbb", "#c0392b"], alpha=0.85)
     if mark is not None:
-        ax.axvline(mark, color="k", ls="--", lw=1)
+        ax.axvline(mark, color="k", ls="--", lw=1, label=mark_label)
     ax.set_xlabel("threshold on the best score")
     ax.set_ylabel("fraction of queries")
     ax.set_xlim(thresholds.min(), thresholds.max())
