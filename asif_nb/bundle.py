@@ -115,7 +115,7 @@ class ShardedRows:
     """The rows of one half of a bundle, spread over memory-mapped shard files, read as one (N, d) array.
 
     Supports ``len``, ``.shape``, ``.dtype``, integer and contiguous-slice indexing (returning numpy arrays),
-    ``prefix(n)`` and ``np.asarray`` (which loads everything). ``AsifModel`` streams it chunk by chunk.
+    ``take(rows)`` (any rows), ``prefix(n)`` and ``np.asarray`` (which loads everything). ``AsifModel`` streams it chunk by chunk.
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike], n_rows: int | None = None):
@@ -173,6 +173,18 @@ class ShardedRows:
             if lo < hi:
                 parts.append(array[lo - self.starts[shard]:hi - self.starts[shard]])
         return np.concatenate(parts) if parts else np.empty((0, self.dim), dtype=self.dtype)
+
+    def take(self, rows) -> np.ndarray:
+        """The rows at integer positions ``rows`` (1-D, any order, repeats allowed), read shard by shard."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n):
+            raise IndexError(f"rows outside 0..{self.n - 1}")
+        shard = np.searchsorted(self.starts, rows, side="right") - 1
+        out = np.empty((rows.size, self.dim), dtype=self.dtype)
+        for s in np.unique(shard):
+            where = np.flatnonzero(shard == s)
+            out[where] = self.arrays[s][rows[where] - self.starts[s]]
+        return out
 
     def __array__(self, dtype=None, copy=None):
         array = self[0:self.n]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import hashlib
 import io
 import json
@@ -175,12 +176,13 @@ def _jpeg_or_pixels(data: bytes):
     from PIL import Image
 
     from .encoders import load_image
+    from .encoders.base import error_text
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             kind = image.format
     except Exception as err:  # PIL raises many kinds on a file it cannot identify
-        raise ValueError(f"Cannot read image <{len(data)} bytes>: {type(err).__name__}: {err}") from None
+        raise ValueError(f"Cannot read image <{len(data)} bytes>: {error_text(err)}") from None
     if kind == "JPEG":
         return ("jpeg", data)
     return ("pixels", np.asarray(load_image(data), dtype=np.uint8).transpose(2, 0, 1).copy())
@@ -270,18 +272,11 @@ def embed_collection(collection, image_encoder, text_encoder, *, n_pairs: int | 
     model's device: nvjpeg on a GPU) or "auto" (torchvision on a GPU when the preprocessing allows). See the module
     docstring.
     """
-    import filelock
     from .progress import bar as tqdm
 
     from .encoders import load_image_encoder, load_text_encoder
 
-    for name, value in (("shard_rows", shard_rows), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name}={value!r}: pass a positive int.")
-    if n_pairs is not None and (isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs <= 0):
-        raise ValueError(f"n_pairs={n_pairs!r}: pass a positive int, or None for the whole collection.")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: use one of {DTYPES}.")
+    check_options(shard_rows=shard_rows, batch_size=batch_size, n_pairs=n_pairs, dtype=dtype)
     device = resolve_device(device)
     if isinstance(image_encoder, str):
         image_encoder = load_image_encoder(image_encoder, device=device)
@@ -291,15 +286,46 @@ def embed_collection(collection, image_encoder, text_encoder, *, n_pairs: int | 
     image_id, text_id = _identity(image_encoder, decode), _identity(text_encoder)
     limits = limits or Limits()
 
-    # A bundle already at `out` pins the source's revision: a resumed run reads the very same data.
+    source, out, header = open_source(collection, image_id, text_id, dtype, shard_rows, n_pairs, out, n_shards,
+                                      limits)
+    with bundle_lock(out):
+        manifest, position = resume(out, header)
+        if position is None:
+            return out
+        return _run(source, manifest, out, position, image_encoder, text_encoder, batch_size, workers, limits,
+                    decode, progress, tqdm)
+
+
+# --------------------------------------------------------------------------------------------- the bundle's record
+# One code path for both pipelines: this process's (_run) and Ray's (asif_nb.ray_embed) write a bundle through these.
+
+def open_source(collection, image_id: dict, text_id: dict, dtype: str, shard_rows: int, n_pairs, out, n_shards,
+                limits):
+    """(source, bundle folder, the header a bundle of them starts from). A bundle already at ``out`` pins the
+    source's revision: a resumed run reads the very same data."""
     source_name = collection if isinstance(collection, str) else collection.name
-    probe_out = Path(out).expanduser() if out is not None else default_out(source_name, image_id, text_id, dtype)
-    existing = read_manifest(probe_out) if probe_out.exists() else None
+    out = Path(out).expanduser() if out is not None else default_out(source_name, image_id, text_id, dtype)
+    existing = read_manifest(out) if out.exists() else None
     revision = (existing or {}).get("source", {}).get("revision")
     source = resolve_source(collection, n_shards=n_shards, revision=revision, limits=limits)
-    out = probe_out
     out.mkdir(parents=True, exist_ok=True)
-    header = _header(source, image_id, text_id, dtype, shard_rows, None if n_pairs is None else int(n_pairs))
+    return source, out, _header(source, image_id, text_id, dtype, shard_rows, None if n_pairs is None else int(n_pairs))
+
+
+def check_options(*, shard_rows, batch_size, n_pairs, dtype) -> None:
+    for name, value in (("shard_rows", shard_rows), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name}={value!r}: pass a positive int.")
+    if n_pairs is not None and (isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs <= 0):
+        raise ValueError(f"n_pairs={n_pairs!r}: pass a positive int, or None for the whole collection.")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: use one of {DTYPES}.")
+
+
+@contextlib.contextmanager
+def bundle_lock(out: Path):
+    """One writer per bundle folder, whichever pipeline it runs."""
+    import filelock
 
     lock = filelock.FileLock(str(out) + ".lock", timeout=0)
     try:
@@ -307,18 +333,54 @@ def embed_collection(collection, image_encoder, text_encoder, *, n_pairs: int | 
     except filelock.Timeout:
         raise BundleError(f"another process is embedding into {out} right now: wait for it, or pass another "
                           "--out.") from None
-    with lock:
-        manifest = read_manifest(out) or header
-        _check_same(manifest, header, out)
-        if manifest["complete"] and (manifest["exhausted"] or (n_pairs is not None and manifest["rows"] >= n_pairs)):
-            return out
-        # Continue after the last full shard (a short last shard is redone: its batches would differ).
-        shards = [s for s in manifest["shards"] if s["rows"] == shard_rows]
-        manifest.update(n_pairs=header["n_pairs"], shards=shards, complete=False, exhausted=False,
-                        rows=sum(s["rows"] for s in shards), skipped=sum(len(s["skipped"]) for s in shards))
-        position = Position(**shards[-1]["source_end"]) if shards else Position()
-        return _run(source, manifest, out, position, image_encoder, text_encoder, batch_size, workers, limits,
-                    decode, progress, tqdm)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def resume(out: Path, header: dict) -> tuple[dict, Position | None]:
+    """The bundle's manifest (``header`` for a new one), cut back to its last full shard, and where the source
+    stream continues; None when the bundle already holds what is asked. A short last shard is redone: its batches
+    would differ."""
+    manifest = read_manifest(out) or header
+    _check_same(manifest, header, out)
+    n_pairs = header["n_pairs"]
+    if manifest["complete"] and (manifest["exhausted"] or (n_pairs is not None and manifest["rows"] >= n_pairs)):
+        return manifest, None
+    shards = [s for s in manifest["shards"] if s["rows"] == header["shard_rows"]]
+    manifest.update(n_pairs=n_pairs, shards=shards, complete=False, exhausted=False,
+                    rows=sum(s["rows"] for s in shards), skipped=sum(len(s["skipped"]) for s in shards))
+    return manifest, Position(**shards[-1]["source_end"]) if shards else Position()
+
+
+def append_shard(out: Path, manifest: dict, images, texts, samples, skipped: list) -> None:
+    """Write the next bundle shard (rows = ``samples``, in order) and record it, with the samples skipped among them
+    and where the stream continues after its last row."""
+    record = write_shard(out, len(manifest["shards"]), images, texts, [s.key for s in samples],
+                         [s.caption for s in samples], manifest["dtype"])
+    record["source_end"] = samples[-1].after.as_dict()
+    record["skipped"] = skipped
+    manifest["shards"].append(record)
+    manifest["rows"] += len(samples)
+    manifest["skipped"] += len(skipped)
+
+
+def append_trailing(manifest: dict, skipped: list) -> None:
+    """Bad samples after the last row go to the last shard's record."""
+    if skipped and manifest["shards"]:
+        manifest["shards"][-1]["skipped"].extend(skipped)
+        manifest["skipped"] += len(skipped)
+
+
+def finish(out: Path, manifest: dict, seconds: float, first_rows: int, progress: bool, where: str = "") -> Path:
+    manifest["complete"] = True
+    write_manifest(out, manifest)
+    if progress:
+        done = manifest["rows"] - first_rows
+        rate = f", {done / seconds:.1f} pairs/s{where}" if seconds > 0 and done else ""
+        print(f"{out}: {manifest['rows']} pairs, {manifest['skipped']} skipped{rate}", file=sys.stderr)
+    return out
 
 
 def _run(source, manifest, out, position, image_encoder, text_encoder, batch_size, workers, limits, decode, progress,
@@ -345,32 +407,18 @@ def _run(source, manifest, out, position, image_encoder, text_encoder, batch_siz
                 exhausted = len(rows) < want
                 if rows:
                     images, texts = _embed_shard(rows, image_encoder, text_encoder, batch_size, decode)
-                    record = write_shard(out, len(manifest["shards"]), images, texts, [r[0].key for r in rows],
-                                         [r[0].caption for r in rows], manifest["dtype"])
-                    record["source_end"] = rows[-1][0].after.as_dict()
-                    record["skipped"] = skipped
-                    manifest["shards"].append(record)
-                    manifest["rows"] += len(rows)
-                    manifest["skipped"] += len(skipped)
+                    append_shard(out, manifest, images, texts, [r[0] for r in rows], skipped)
                     bar.update(len(rows))
                     bar.set_postfix(skipped=manifest["skipped"], refresh=False)
-                elif skipped and manifest["shards"]:
-                    manifest["shards"][-1]["skipped"].extend(skipped)  # trailing bad samples, after the last row
-                    manifest["skipped"] += len(skipped)
+                else:
+                    append_trailing(manifest, skipped)
                 if exhausted:
                     manifest["exhausted"] = True
                     break
                 write_manifest(out, manifest)
     finally:
         bar.close()
-    manifest["complete"] = True
-    write_manifest(out, manifest)
-    if progress:
-        seconds = time.perf_counter() - started
-        done = manifest["rows"] - first_rows
-        rate = f", {done / seconds:.1f} pairs/s" if seconds > 0 and done else ""
-        print(f"{out}: {manifest['rows']} pairs, {manifest['skipped']} skipped{rate}", file=sys.stderr)
-    return out
+    return finish(out, manifest, time.perf_counter() - started, first_rows, progress)
 
 
 # --------------------------------------------------------------------------------------------- the command
@@ -390,13 +438,26 @@ def main(argv=None) -> int:
     parser.add_argument("--shards", type=int, default=None, help="number of shards of a wds: template")
     parser.add_argument("--decode", default="auto", choices=list(DECODES),
                         help="auto: on the GPU (nvjpeg) when possible, else PIL in worker threads")
+    parser.add_argument("--ray-address", default=None,
+                        help="embed on Ray (pip install asif_nb[scale]): auto (the cluster this node belongs to), "
+                             "local (start one here) or ray://HOST:PORT; wds:/cc12m/cc3m shards only")
+    parser.add_argument("--encoders", type=int, default=1, help="with --ray-address: encoder actors (one per GPU)")
     args = parser.parse_args(argv)
     try:
-        out = embed_collection(args.collection, args.image_encoder, args.text_encoder, n_pairs=args.n_pairs,
-                               out=args.out, shard_rows=args.shard_rows, batch_size=args.batch_size,
-                               device=args.device, dtype=args.dtype, workers=args.workers, n_shards=args.shards,
-                               decode=args.decode)
-    except (ShardError, BundleError, ValueError, OSError) as err:
+        if args.ray_address is not None:
+            from .ray_embed import embed_collection_ray
+
+            out = embed_collection_ray(args.collection, args.image_encoder, args.text_encoder, n_pairs=args.n_pairs,
+                                       out=args.out, shard_rows=args.shard_rows, batch_size=args.batch_size,
+                                       device=args.device, dtype=args.dtype, n_shards=args.shards,
+                                       address=None if args.ray_address == "local" else args.ray_address,
+                                       encoders=args.encoders)
+        else:
+            out = embed_collection(args.collection, args.image_encoder, args.text_encoder, n_pairs=args.n_pairs,
+                                   out=args.out, shard_rows=args.shard_rows, batch_size=args.batch_size,
+                                   device=args.device, dtype=args.dtype, workers=args.workers,
+                                   n_shards=args.shards, decode=args.decode)
+    except (ShardError, BundleError, ValueError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(out)

@@ -23,6 +23,7 @@ increasing anchor order: a score depends on its two rows only. So a result never
 """
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
@@ -31,6 +32,8 @@ import scipy.sparse
 import torch
 
 from . import modelfile
+from .checks import (_check_id, _check_ids, check_k, check_p, check_positive_int, check_reduce,  # noqa: F401
+                     check_templates)
 from .metrics import predict, threshold_curve  # noqa: F401  (threshold_curve lives in metrics; kept importable here)
 from .settings import resolve_device
 from .topk import Anchors, as_tensor, count_rows, decode_keys, plan, prepare_queries, running_topk
@@ -46,75 +49,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _PRODUCT_BYTES = 64 * 2**20  # dense score rows computed at a time in a product
-
-
-# ----------------------------------------------------------------------------------------------------
-# argument checks
-
-
-def check_k(k, n_anchors=None, name="k"):
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"{name}={k!r} must be a positive integer (the number of non-zeros kept per row).")
-    if n_anchors is not None and k > n_anchors:
-        raise ValueError(f"{name}={k} is larger than the number of anchor pairs ({n_anchors}): "
-                         f"use k <= {n_anchors} or add pairs.")
-    return int(k)
-
-
-def check_p(p, clamp_negative):
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(p) or p <= 0:
-        raise ValueError(f"p={p!r} must be a finite number > 0 (the exponent applied to kept similarities).")
-    if not clamp_negative and not float(p).is_integer():
-        raise ValueError(f"p={p!r} with clamp_negative=False: a negative similarity raised to a fractional power "
-                         "is undefined; use an integer p or clamp_negative=True.")
-    return float(p)
-
-
-def check_positive_int(value, name, fix):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer or None: {fix}")
-    return int(value)
-
-
-def _check_id(i, name):
-    if isinstance(i, (bool, np.bool_)) or not isinstance(i, (numbers.Integral, str)):
-        raise ValueError(f"{name} entry {i!r} is a {type(i).__name__}: ids are ints or strings "
-                         "(a boolean mask needs one entry per pair).")
-    return i if isinstance(i, str) else int(i)
-
-
-def _check_ids(ids, n, name="ids"):
-    """Ids are ints or strings (kept as given, JSON-serialisable), unique; None means 0..n-1."""
-    if ids is None:
-        return list(range(n))
-    if isinstance(ids, (str, bytes)):
-        raise ValueError(f"{name} must be a sequence of ids, one per pair, not a single string.")
-    ids = [_check_id(i, name) for i in (ids.tolist() if isinstance(ids, (np.ndarray, torch.Tensor)) else ids)]
-    if len(ids) != n:
-        raise ValueError(f"{name} has {len(ids)} entries but there are {n} pairs: pass one id per pair.")
-    seen = set()
-    for i in ids:
-        if i in seen:
-            raise ValueError(f"{name} contains {i!r} more than once: ids must be unique.")
-        seen.add(i)
-    return ids
-
-
-def check_templates(n_prompts, n_templates):
-    n_templates = check_positive_int(n_templates, "n_templates", "the number of prompt templates per class.")
-    if n_prompts % n_templates:
-        raise ValueError(f"there are {n_prompts} prompt embeddings, not a multiple of n_templates={n_templates}: "
-                         "pass class-major prompts (class c, template t at row c*T + t) for every class.")
-    return n_templates
-
-
-def check_reduce(reduce):
-    if reduce not in ("max", "mean"):
-        raise ValueError(f"reduce={reduce!r} is not known: use 'max' (the class of the best prompt, the authors' "
-                         "rule) or 'mean' (the mean template representation per class, CLIP's rule).")
-    return reduce
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -160,11 +94,19 @@ def to_csr(values, index, p, n_anchors):
     return matrix
 
 
-def _representation(queries, anchors, k, p, clamp_negative, chunk_size, memory_budget):
+def _plain_keys(queries, anchors, k, chunk_size, memory_budget):
+    """Each query row's exact top-k keys (n, k) by the plain path (``topk.running_topk``), in passes that fit."""
     per_pass, block = plan(queries.shape[0], k, memory_budget)
-    keys = np.concatenate([found for q0 in range(0, queries.shape[0], per_pass)
+    return np.concatenate([found for q0 in range(0, queries.shape[0], per_pass)
                            for _, found in running_topk(queries[q0:q0 + per_pass], anchors, k, [anchors.n],
                                                         chunk_size, block)])
+
+
+def _representation(queries, anchors, k, p, clamp_negative, chunk_size, memory_budget, search=None):
+    def plain(rows):
+        return _plain_keys(rows, anchors, k, chunk_size, memory_budget)
+
+    keys = plain(queries) if search is None else search.topk_keys(queries, k, plain)
     return to_csr(*scaled(*by_index(keys), clamp_negative, anchors.n), p, anchors.n)
 
 
@@ -270,6 +212,7 @@ class AsifModel:
         texts = Anchors(anchor_texts, "anchor_texts", self.device, unit=_unit)
         self._images, self._texts, self._ids, self._k, self._p = images, texts, tuple(ids), k, p
         self._position = {pair_id: i for i, pair_id in enumerate(ids)}
+        self._search = {}  # modality -> search backend (with_index); none: the plain path
 
     @classmethod
     def from_unit_rows(cls, anchor_images, anchor_texts, **settings):
@@ -343,11 +286,43 @@ class AsifModel:
         return (f"AsifModel(n_pairs={self.n_pairs}, k={self.k}, p={self.p:g}, dims=({self._images.dim}, "
                 f"{self._texts.dim}), clamp_negative={self.clamp_negative}, device={self.device!r})")
 
+    # -- search backends ---------------------------------------------------------------------------------
+    def with_index(self, index="pruned", modality="both", **options):
+        """This model with its top-k step going through a search backend (``asif_nb.search``), anchors shared.
+
+        ``index``: ``"pruned"`` (exact, bit for bit: cell bounds skip anchors, ``asif_nb.prune``), ``"reduced"``
+        (exact, bit for bit: a float16/bfloat16 pass with a proven error bound then float32 rescoring, only where a
+        micro-benchmark says it is faster, ``asif_nb.reduced``), or approximate FAISS indexes ``"ivf-flat"``,
+        ``"ivf-sq8"``, ``"ivf-pq"``, ``"hnsw"``, ``"faiss:<index_factory string>"`` (``asif_nb.faiss_index``, needs
+        ``pip install "asif_nb[scale]"``); or a dict ``{"image": backend, "text": backend}`` of built ones (e.g.
+        ``FaissSearch.load``). ``modality``: "both", "image" or "text" (the other keeps its current step).
+        ``options`` go to the backend. Editing the pairs (``add_pairs``/``remove_pairs``) drops the backends.
+        """
+        if modality not in ("both", "image", "text"):
+            raise ValueError(f"modality={modality!r}: use 'both', 'image' or 'text'.")
+        from .search import build_search
+
+        halves = {"image": self._images, "text": self._texts}
+        wanted = ("image", "text") if modality == "both" else (modality,)
+        built = {}
+        for half in wanted:
+            given = index.get(half) if isinstance(index, dict) else index
+            if given is not None:
+                built[half] = build_search(given, halves[half], self.k, dict(options))
+        twin = copy.copy(self)
+        twin._search = {**self._search, **built}
+        return twin
+
+    @property
+    def index(self):
+        """The search backends in use, ``{"image": ..., "text": ...}`` (empty: the plain path for both)."""
+        return dict(self._search)
+
     # -- representations --------------------------------------------------------------------------------
     def _encode(self, x, anchors, name):
         queries = prepare_queries(x, name, anchors.dim, self.device)
         return _representation(queries, anchors, self.k, self.p, self.clamp_negative, self.chunk_size,
-                               self.memory_budget)
+                               self.memory_budget, self._search.get(name.split("_")[0]))
 
     def encode_image(self, image_embeddings):
         """Relative representations (n, N) CSR float32 of image embeddings (n, d1) against the anchor images.
@@ -458,6 +433,7 @@ class AsifModel:
         self._texts = Anchors(texts, "anchor_texts", self.device, unit=True)
         self._ids = tuple(ids)
         self._position = {pair_id: i for i, pair_id in enumerate(self._ids)}
+        self._search = {}  # a backend was built over the old anchors
 
     # -- files --------------------------------------------------------------------------------------------
     def save(self, path):

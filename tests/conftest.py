@@ -314,3 +314,22 @@ def demo_embeddings():
     anchors = embed_anchors(load_collection("demo"), image_encoder, text_encoder, progress=False)
     heldout = embed_eval(load_eval("tuxpaint-heldout"), image_encoder, text_encoder, progress=False)
     return anchors, heldout
+
+
+def clustered(rng, n, dim, centres, spread):
+    """``n`` float32 rows around ``centres`` (random ones), Gaussian spread: embeddings with clusters, as real ones."""
+    return (centres[rng.integers(0, len(centres), n)] + spread * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+@pytest.fixture
+def clustered_pairs():
+    """``clustered_pairs(n_pairs, d1=32, d2=16, n_clusters=8, spread=0.15, n_queries=64, seed=0)`` ->
+    ``(images, texts, image_queries, text_queries)``: anchor pairs and queries drawn around the same cluster
+    centres (float32)."""
+    def make(n_pairs, d1=32, d2=16, n_clusters=8, spread=0.15, n_queries=64, seed=0):
+        rng = np.random.default_rng(seed)
+        c1, c2 = rng.standard_normal((n_clusters, d1)), rng.standard_normal((n_clusters, d2))
+        return (clustered(rng, n_pairs, d1, c1, spread), clustered(rng, n_pairs, d2, c2, spread),
+                clustered(rng, n_queries, d1, c1, spread), clustered(rng, n_queries, d2, c2, spread))
+
+    return make

@@ -138,3 +138,21 @@ def test_queries_sharing_no_anchor_with_any_prompt_are_never_credited(demo_embed
     by_argmax = float(np.mean(argmax_right))
     assert by_argmax - honest == pytest.approx(np.mean(argmax_right & (pred == -1)))
     assert np.mean(zero & (heldout.labels == 0)) > 0 and by_argmax > honest
+
+
+def test_the_index_path_of_the_sweep_finds_the_exact_points_when_it_searches_every_list():
+    queries, labels, prompts, images, texts = sweep_data(n_pairs=3000)
+    grid = dict(n_pairs=[100, 900, 3000], k=(10, 50, 200), p=(1, 8), device="cpu")
+    exact = sweep(queries, labels, prompts, images, texts, **grid)
+    # every inverted list probed and the candidates rescored: the index holds the exact top-k of every prefix
+    indexed = sweep(queries, labels, prompts, images, texts, index="ivf-flat",
+                    index_options={"nlist": 8, "nprobe": 8, "refine": 2}, **grid)
+    assert indexed == exact
+
+
+def test_an_index_that_cannot_answer_prefixes_is_refused_with_the_fix():
+    queries, labels, prompts, images, texts = sweep_data()
+    with pytest.raises(ValueError, match="FAISS kind"):
+        sweep(queries, labels, prompts, images, texts, k=10, device="cpu", index="pruned")
+    with pytest.raises(ValueError, match="only with an index"):
+        sweep(queries, labels, prompts, images, texts, k=10, device="cpu", index_options={"nlist": 4})

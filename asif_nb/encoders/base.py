@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -72,7 +73,13 @@ def load_image(item: Any) -> Image.Image:
             "PIL.Image.MAX_IMAGE_PIXELS = <pixels> (or None), or downscale the file."
         ) from exc
     except Exception as exc:  # unreadable, truncated, not an image, missing file, wrong type
-        raise ValueError(f"Cannot read image {label}: {type(exc).__name__}: {exc}") from exc
+        raise ValueError(f"Cannot read image {label}: {error_text(exc)}") from exc
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` without the object addresses PIL puts in it (``<_io.BytesIO object at 0x7f…>``), so a reason
+    recorded in a bundle is the same in every run."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}")
 
 
 def as_rgb(image: Image.Image) -> Image.Image:

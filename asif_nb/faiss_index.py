@@ -1,0 +1,272 @@
+"""Approximate top-k for millions of anchors: a FAISS index finds candidates, exact cosines rank them.
+
+``model.with_index("ivf-pq")`` (or ``"ivf-flat"``, ``"hnsw"``, ``"faiss:<index_factory string>"``) gives a model whose
+top-k step is ``FaissSearch``: per query, the index returns ``refine * k`` candidate anchors; their cosines are then
+computed from the model's own anchors in float32, normalised exactly as the plain path normalises them (a memmap's
+or a bundle's float16 rows read back from disk), and the k best kept with the plain path's tie rule. So the values
+are true cosines; only the *set* is approximate, by what the index misses (``recall``). Needs ``faiss``
+(``pip install "asif_nb[scale]"``); on a machine with a GPU build of FAISS the index is searched on the GPU.
+
+Kinds (``nlist`` inverted lists, default about 4 sqrt(N), at most 8,192):
+
+- ``"ivf-flat"``: ``IVF{nlist},Flat``, the anchors' float32 copy inside the index (4 d bytes per anchor);
+- ``"ivf-sq8"``: ``IVF{nlist},SQ8``, one byte per dimension (d bytes per anchor): near-exact scores, seconds to train;
+- ``"ivf-pq"``: ``IVF{nlist},PQ{m}`` (8-bit product codes, m bytes per anchor, default m = d/8), the kind for 10M+
+  anchors on one machine: 10M x 384 dims take 0.5 GB of codes while the anchors stay in the float16 memmap on disk;
+  its coarse scores are why ``refine`` k candidates are rescored. (4-bit fast-scan codes, ``faiss:IVF...,PQ{m}x4fs``,
+  train faster but lost a third of the top-k on clustered test data.) Above 2M anchors the coarse quantizer is an HNSW
+  graph over the centroids (``IVF{nlist}_HNSW32``), which makes adding 10M rows minutes, not hours;
+- ``"hnsw"``: ``HNSW32,Flat`` (no training, fast queries, the float32 copy plus the graph in memory).
+
+``nprobe="auto"`` (IVF kinds): the smallest power of two whose recall of the exact top-k, on a sample of anchors
+queried as rows (or ``calibration`` queries), reaches ``target_recall``. ``build`` records the seconds, the index's
+bytes and the chosen nprobe. ``save(path)`` / ``FaissSearch.load(path, anchors)`` keep a built index.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .topk import _EMPTY, encode_keys
+
+__all__ = ["FaissSearch", "KINDS"]
+
+KINDS = ("ivf-flat", "ivf-sq8", "ivf-pq", "hnsw")
+_ADD_ROWS = 65536  # rows normalised and added per step (bounded memory for a 10M-row memmap)
+_SEARCH_ROWS = 256  # queries searched and rescored per step: their candidates' rows (R k d floats each) stay small
+_CALIBRATION = 256
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError('the FAISS index backend needs faiss: pip install "asif_nb[scale]" (faiss-cpu), or '
+                          "faiss-gpu from conda-forge on a GPU machine.") from None
+    return faiss
+
+
+def factory_string(kind, n, dim, nlist=None, m=None):
+    """The ``faiss.index_factory`` string for ``kind`` over n anchors of ``dim``."""
+    if kind.startswith("faiss:"):
+        return kind[len("faiss:"):]
+    if kind not in KINDS:
+        raise ValueError(f"index {kind!r} is not known: use one of {KINDS} or 'faiss:<index_factory string>'.")
+    if kind == "hnsw":
+        return "HNSW32,Flat"
+    nlist = int(nlist or min(8192, max(16, 2 ** round(math.log2(4 * math.sqrt(n))))))
+    nlist = min(nlist, max(1, n // 39))  # FAISS wants >= 39 training rows per list
+    quantizer = f"IVF{nlist}_HNSW32" if n > 2_000_000 else f"IVF{nlist}"
+    if kind in ("ivf-flat", "ivf-sq8"):
+        return f"{quantizer},{'Flat' if kind == 'ivf-flat' else 'SQ8'}"
+    m = int(m or max(1, dim // 8))
+    if dim % m:
+        raise ValueError(f"m={m} must divide the anchor dimension {dim} (PQ splits each vector into m parts).")
+    return f"{quantizer},PQ{m}"
+
+
+def gather_rows(anchors, index):
+    """Normalised float32 rows ``index`` (1-D int64, any order) of ``topk.Anchors``, with the plain path's arithmetic."""
+    index = np.asarray(index, dtype=np.int64)
+    if anchors.data is not None:
+        return anchors.data[torch.from_numpy(index).to(anchors.data.device)].cpu()
+    norms = anchors.norms.cpu()[torch.from_numpy(index)]
+    if anchors.half is not None:
+        return (anchors.half[torch.from_numpy(index).to(anchors.half.device)].cpu().to(torch.float32) / norms[:, None])
+    order = np.argsort(index, kind="stable")  # sorted reads from a memmap / bundle: far fewer page faults
+    raw = np.asarray(anchors.raw[index[order]]) if isinstance(anchors.raw, np.ndarray) else anchors.raw.take(index[order])
+    rows = np.empty_like(raw)
+    rows[order] = raw
+    return torch.from_numpy(rows).to(torch.float32) / norms[:, None]
+
+
+class FaissSearch:
+    """The approximate top-k step of an ``AsifModel`` over one modality's ``topk.Anchors`` (see the module docstring).
+
+    ``kind``, ``nlist``, ``m``: the index (``factory_string``). ``nprobe``: lists searched per query, or "auto".
+    ``refine``: candidates per kept anchor (rescored exactly). ``train_rows``: rows k-means is trained on (default
+    ~64 per list, spread evenly over the anchors). ``gpu``: "auto" (a GPU build of FAISS with a GPU present), True or
+    False. ``k``: the k calibration assumes (the model's).
+    """
+
+    exact = False
+
+    def __init__(self, anchors, kind="ivf-pq", nlist=None, m=None, nprobe="auto", refine=None, target_recall=0.95,
+                 train_rows=None, gpu="auto", k=800, calibration=None, seed=0, _index=None):
+        faiss = _faiss()
+        self.anchors, self.n, self.dim = anchors, anchors.n, anchors.dim
+        if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, float)) or refine < 1):
+            raise ValueError(f"refine={refine!r} must be a number >= 1 (candidates per kept anchor) or None.")
+        if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) \
+                or not 0 < target_recall <= 1:
+            raise ValueError(f"target_recall={target_recall!r} must be a number in (0, 1].")
+        self.target_recall, self.last = float(target_recall), {}
+        started = time.perf_counter()
+        if _index is None:
+            self.factory = factory_string(kind, self.n, self.dim, nlist, m)
+            index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+            self._train(index, train_rows, seed)
+            for start in range(0, self.n, _ADD_ROWS):
+                index.add(anchors.rows(start, min(start + _ADD_ROWS, self.n)).cpu().numpy())
+        else:
+            index, self.factory = _index
+        self.kind = kind if _index is None else "loaded"
+        # a compressed index's scores are estimates: rescore 2k of its candidates exactly; a flat one's are the cosines
+        compressed = any(part in self.factory for part in ("PQ", "SQ", "LSH", "RaBitQ"))
+        self.refine = float(refine if refine is not None else (2 if compressed else 1))
+        self.rescore = compressed or self.refine > 1
+        self.cpu_index = index
+        self.index = _to_gpu(faiss, index, gpu)
+        self.ivf = faiss.try_extract_index_ivf(index) if "IVF" in self.factory else None
+        self.build = {"factory": self.factory, "seconds_train_add": time.perf_counter() - started,
+                      "index_bytes": _index_bytes(faiss, index), "gpu": self.index is not index}
+        if nprobe == "auto":
+            nprobe = self.calibrate(min(k, self.n), calibration) if self.ivf is not None else None
+        self.nprobe = nprobe
+        if nprobe is not None and self.ivf is not None:
+            self._set_nprobe(nprobe)
+        self.build.update(nprobe=self.nprobe, seconds=time.perf_counter() - started)
+
+    def _train(self, index, train_rows, seed):
+        if index.is_trained:
+            return
+        ivf = _faiss().try_extract_index_ivf(index)
+        want = int(train_rows or min(self.n, max(20_000, 64 * (ivf.nlist if ivf is not None else 256))))
+        step = 2048
+        starts = np.unique(np.linspace(0, max(0, self.n - step), max(1, math.ceil(want / step))).astype(np.int64))
+        sample = np.concatenate([self.anchors.rows(s, min(s + step, self.n)).cpu().numpy() for s in starts])
+        index.train(np.ascontiguousarray(sample[:want]))
+
+    def _set_nprobe(self, nprobe):
+        if isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1:
+            raise ValueError(f"nprobe={nprobe!r} must be a positive int or 'auto'.")
+        self.nprobe = min(nprobe, self.ivf.nlist)
+        _faiss().extract_index_ivf(self.index).nprobe = self.nprobe
+
+    def calibrate(self, k, queries=None):
+        """The smallest power-of-two nprobe whose recall of the exact top-k reaches ``target_recall`` on ``queries``
+        (default: 256 anchors spread over the collection, queried as rows)."""
+        from .topk import running_topk  # the plain path, for the reference sets
+
+        if queries is None:
+            pick = np.linspace(0, self.n - 1, min(_CALIBRATION, self.n)).round().astype(np.int64)
+            queries = gather_rows(self.anchors, pick)
+        queries = torch.as_tensor(queries, dtype=torch.float32)
+        exact = next(iter(running_topk(queries.to(self.anchors.device), self.anchors, k, [self.n])))[1]
+        nprobe = 1
+        while True:
+            self._set_nprobe(nprobe)
+            if recall(self.topk_keys(queries, k, None), exact) >= self.target_recall or nprobe >= self.ivf.nlist:
+                return self.nprobe
+            nprobe *= 2
+
+    def candidates(self, queries, count, limit=None):
+        """FAISS's ``count`` best anchor ids per query (-1 where it found fewer), among anchors < ``limit`` if given."""
+        faiss = _faiss()
+        params = None
+        if limit is not None and limit < self.n:
+            selector = faiss.IDSelectorRange(0, int(limit))
+            params = (faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe) if self.ivf is not None
+                      else faiss.SearchParameters(sel=selector))
+            params._selector = selector  # keep it alive as long as the parameters
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), int(count), params=params)
+
+    def topk_keys(self, queries, k, plain, limit=None):
+        """Approximate top-k keys (n, k) int64 of unit float32 ``queries`` among anchors < ``limit`` (default all):
+        candidates from the index, exact cosines, the plain path's tie rule. A row with fewer than k candidates is
+        answered by ``plain`` (the exact path), or left with empty slots when ``plain`` is None."""
+        started = time.perf_counter()
+        stop = self.n if limit is None else int(limit)
+        count = min(stop, max(k, math.ceil(self.refine * k)))
+        q = queries.detach().cpu().to(torch.float32)
+        keys = np.full((q.shape[0], k), _EMPTY, dtype=np.int64)
+        short = []
+        for r0 in range(0, q.shape[0], _SEARCH_ROWS):
+            block = q[r0:r0 + _SEARCH_ROWS]
+            values, ids = self.candidates(block.numpy(), count, stop)
+            found = (ids >= 0).sum(axis=1)
+            short.extend((r0 + np.flatnonzero(found < k)).tolist())
+            good = np.flatnonzero(found >= k)
+            if good.size and self.rescore:
+                values = self._rescore(block, ids, good)
+            if good.size:
+                ids, values = ids[good], values[good]
+                both = encode_keys(values.astype(np.float32), np.where(ids >= 0, ids, 0))
+                both[ids < 0] = _EMPTY
+                keys[r0 + good] = np.partition(both, -k, axis=1)[:, -k:] if both.shape[1] > k else both
+        if short and plain is not None:
+            keys[short] = plain(queries[torch.as_tensor(short)])
+        self.last = {"route": self.factory, "nprobe": self.nprobe, "rows_answered_exactly": len(short),
+                     "seconds": time.perf_counter() - started}
+        return keys
+
+    def _rescore(self, block, ids, good):
+        """float32 cosines (len(block), count) of the candidates of rows ``good`` from the model's own anchors (-inf
+        where there is no candidate); 32 rows' candidate rows at a time (~80 MB at k=800, refine 2, d=384)."""
+        values = np.full(ids.shape, -np.inf, dtype=np.float32)
+        for s in range(0, good.size, 32):
+            rows = good[s:s + 32]
+            chosen = ids[rows]
+            filled = np.where(chosen >= 0, chosen, chosen[:, :1])  # a missing candidate repeats the row's first
+            gathered = gather_rows(self.anchors, filled.ravel()).reshape(len(rows), -1, self.dim)
+            sims = torch.bmm(gathered, block[torch.from_numpy(rows)][:, :, None])[:, :, 0].numpy()
+            values[rows] = np.where(chosen >= 0, sims, -np.inf)
+        return values
+
+    def save(self, path):
+        """Write the index (``faiss.write_index``) and its settings beside it (``<path>.json``); returns the path."""
+        faiss = _faiss()
+        path = Path(path)
+        faiss.write_index(self.cpu_index, str(path))
+        Path(str(path) + ".json").write_text(json.dumps({
+            "factory": self.factory, "nprobe": self.nprobe, "refine": self.refine, "n": self.n, "dim": self.dim,
+            "target_recall": self.target_recall}))
+        return path
+
+    @classmethod
+    def load(cls, path, anchors, gpu="auto"):
+        """A ``FaissSearch`` over ``anchors`` (the model's ``topk.Anchors``) from ``save``'s files."""
+        faiss = _faiss()
+        settings = json.loads(Path(str(path) + ".json").read_text())
+        index = faiss.read_index(str(path))
+        if (settings["n"], settings["dim"]) != (anchors.n, anchors.dim) or index.ntotal != anchors.n:
+            raise ValueError(f"{path} indexes {settings['n']} anchors of dimension {settings['dim']}, not these "
+                             f"{anchors.n} x {anchors.dim}: build the index again over these anchors.")
+        return cls(anchors, nprobe=settings["nprobe"], refine=settings["refine"], gpu=gpu,
+                   target_recall=settings["target_recall"], _index=(index, settings["factory"]))
+
+    def __repr__(self):
+        return f"FaissSearch({self.factory!r}, {self.n} anchors, nprobe={self.nprobe}, refine={self.refine:g})"
+
+
+def recall(approx_keys, exact_keys):
+    """Mean fraction of each row's exact top-k anchors that ``approx_keys`` holds (keys from ``encode_keys``)."""
+    low = np.int64(0xFFFFFFFF)
+    a, e = approx_keys & low, exact_keys & low
+    return float(np.mean([np.intersect1d(x, y).size / y.size for x, y in zip(a, e)]))
+
+
+def _to_gpu(faiss, index, gpu):
+    if gpu is False or not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        if gpu is True:
+            raise ValueError("gpu=True but this FAISS has no GPU support or sees no GPU: install faiss-gpu, or "
+                             "pass gpu='auto'.")
+        return index
+    return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+
+
+def _index_bytes(faiss, index):
+    return int(faiss.serialize_index(index).nbytes) if index.ntotal <= 2_000_000 else _estimate_bytes(faiss, index)
+
+
+def _estimate_bytes(faiss, index):
+    """Codes, ids and centroids of a large IVF index (serialising 10M rows just to weigh them would double memory)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return int(index.ntotal * index.d * 4)
+    return int(index.ntotal * (ivf.code_size + 8) + ivf.nlist * index.d * 4)

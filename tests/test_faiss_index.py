@@ -1,0 +1,91 @@
+"""Approximate top-k through FAISS (asif_nb.faiss_index, model.with_index("ivf-pq"), ...): recall of the exact top-k
+set, true cosines for what it keeps, anchors streamed from a float16 memmap, a saved index served again."""
+import faiss
+import numpy as np
+import pytest
+
+from asif_nb import AsifModel
+from asif_nb.faiss_index import FaissSearch, factory_string
+
+K = 50
+
+
+def _recall(approx, exact):
+    return np.mean([np.intersect1d(approx[i].indices, exact[i].indices).size / exact[i].indices.size
+                    for i in range(exact.shape[0])])
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    n, d = 20000, 32
+    centres = rng.standard_normal((40, d))
+    images = (centres[rng.integers(0, 40, n)] + 0.35 * rng.standard_normal((n, d))).astype(np.float32)
+    texts = (images[:, :16] + 0.1 * rng.standard_normal((n, 16))).astype(np.float32)
+    queries = (centres[rng.integers(0, 40, 200)] + 0.35 * rng.standard_normal((200, d))).astype(np.float32)
+    return images, texts, queries
+
+
+@pytest.mark.parametrize("index, options", [("ivf-flat", {"nlist": 64}), ("ivf-sq8", {"nlist": 64}),
+                                            ("hnsw", {})])
+def test_each_kind_reaches_its_recall_with_true_cosines(data, index, options):
+    images, texts, queries = data
+    exact = AsifModel(images, texts, k=K, p=1, device="cpu")
+    approx = exact.with_index(index, modality="image", target_recall=0.95, **options)
+    backend = approx.index["image"]
+    assert not backend.exact and "text" not in approx.index
+    got, want = approx.encode_image(queries), exact.encode_image(queries)
+    assert _recall(got, want) >= 0.9
+    if backend.ivf is not None:
+        assert 1 <= backend.nprobe < 64  # calibrated, and it did not need every list
+    # p=1: the weights are the kept cosines over their norm; where both keep the same set they agree closely
+    same = [i for i in range(len(queries)) if np.array_equal(got[i].indices, want[i].indices)]
+    assert same
+    np.testing.assert_allclose(got[same].toarray(), want[same].toarray(), rtol=1e-5, atol=1e-6)
+
+
+def test_ivf_pq_over_a_float16_memmap_saved_and_loaded(data, tmp_path):
+    images, texts, queries = data
+    images, texts, queries = images[:6000, :16].copy(), texts[:6000], queries[:, :16].copy()  # PQ trains slowly
+    path = tmp_path / "images.f16"
+    disk = np.memmap(path, dtype=np.float16, mode="w+", shape=images.shape)
+    disk[:] = images
+    disk.flush()
+    disk = np.memmap(path, dtype=np.float16, mode="r", shape=images.shape)
+    model = AsifModel(disk, texts, k=K, device="cpu")
+    exact = AsifModel(images.astype(np.float16), texts, k=K, device="cpu")
+    approx = model.with_index("ivf-pq", modality="image", nlist=32, m=4, refine=4)
+    backend = approx.index["image"]
+    assert backend.build["index_bytes"] < images.size * 2  # codes, not the vectors
+    first = approx.encode_image(queries)
+    assert _recall(first, exact.encode_image(queries)) >= 0.9
+    backend.save(tmp_path / "images.faiss")
+    again = model.with_index({"image": FaissSearch.load(tmp_path / "images.faiss", model._images)})
+    second = again.encode_image(queries)
+    assert np.array_equal(first.indices, second.indices) and np.array_equal(first.data, second.data)
+
+
+def test_a_prefix_limit_keeps_to_the_first_anchors(data):
+    import torch
+
+    images, texts, queries = data
+    model = AsifModel(images, texts, k=K, device="cpu").with_index("ivf-flat", modality="image", nlist=64)
+    backend = model.index["image"]
+    q = torch.nn.functional.normalize(torch.from_numpy(queries), dim=1)
+    keys = backend.topk_keys(q, K, None, limit=5000)
+    assert ((keys & 0xFFFFFFFF) > 0xFFFFFFFF - 5000).all()  # every index < 5000 (indices are stored reversed)
+
+
+def test_bad_settings_name_the_fix(data):
+    images, texts, _ = data
+    model = AsifModel(images, texts, k=K, device="cpu")
+    with pytest.raises(ValueError, match="m=5 must divide"):
+        model.with_index("ivf-pq", m=5)
+    with pytest.raises(ValueError, match="refine=0"):
+        model.with_index("ivf-flat", refine=0)
+    if faiss.get_num_gpus() == 0:
+        with pytest.raises(ValueError, match="gpu=True"):
+            model.with_index("ivf-flat", gpu=True, nlist=16)
+    big = factory_string("ivf-pq", 10_000_000, 384)  # an HNSW coarse quantizer, 48 one-byte codes per anchor
+    assert big.startswith("IVF") and "_HNSW32," in big and big.endswith(",PQ48")
+    assert factory_string("faiss:OPQ16,IVF256,PQ16", 10, 64) == "OPQ16,IVF256,PQ16"

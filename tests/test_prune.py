@@ -1,0 +1,103 @@
+"""Exact top-k through cell bounds (asif_nb.prune, model.with_index("pruned")): the plain fp32 path's result bit for
+bit (set, ties, values) while skipping anchors where the data is clustered; the plain path itself where it is not."""
+import numpy as np
+import pytest
+
+from asif_nb import AsifModel
+from asif_nb.prune import RunningBest
+from asif_nb.topk import decode_keys, encode_keys
+
+N = 6 * 2048 + 300  # six whole tiles and a padded one
+
+
+def _pair(images, texts, k, **index):
+    plain = AsifModel(images, texts, k=k, p=3, device="cpu")
+    return plain, plain.with_index("pruned", **index)
+
+
+def test_pruned_equals_the_plain_path_bit_for_bit_and_skips_most_of_the_product(clustered_pairs, same_csr):
+    images, texts, queries, prompts = clustered_pairs(N, n_queries=300)
+    plain, pruned = _pair(images, texts, k=60)
+    backend = pruned.index["image"]
+    assert backend.exact and backend.pays
+    same_csr(pruned.encode_image(queries), plain.encode_image(queries))
+    assert backend.last["route"] == "pruned" and backend.last["visited"] < 0.5
+    same_csr(pruned.encode_text(prompts), plain.encode_text(prompts))
+    np.testing.assert_array_equal(pruned.classify(queries, prompts[:8])[1], plain.classify(queries, prompts[:8])[1])
+
+
+def test_ties_go_to_the_lowest_anchor_index_when_anchors_arrive_out_of_order(clustered_pairs, same_csr):
+    images, texts, queries, _ = clustered_pairs(N, n_queries=200, seed=3)
+    # exact copies far apart in index order: equal similarities that the walk meets in cell order
+    images[N // 2:N // 2 + 400] = images[:400]
+    images[-100:] = images[1000:1100]
+    plain, pruned = _pair(images, texts, k=100)
+    for k in (1, 37, 100, 2500):  # also k beyond one tile, and k changed after the build
+        plain.k = pruned.k = k
+        same_csr(pruned.encode_image(queries), plain.encode_image(queries))
+        same_csr(pruned.encode_image(images[:50]), plain.encode_image(images[:50]))  # anchors as queries: sims of 1
+        # a cluster holds ~1,600 anchors: up to k=100 the walk skips tiles; k=2500 needs them all (plain path)
+        assert pruned.index["image"].last["route"] == ("pruned" if k <= 100 else "plain (first group did not prune)")
+
+
+def test_unclustered_anchors_are_answered_by_the_plain_path(pair_data, same_csr):
+    images, texts, rng = pair_data(n_pairs=N, d1=48, d2=8)
+    plain, pruned = _pair(images, texts, k=200)
+    backend = pruned.index["image"]
+    assert not backend.pays and backend.build["sample_visited"] > backend.max_visited
+    queries = rng.standard_normal((40, 48)).astype(np.float32)
+    same_csr(pruned.encode_image(queries), plain.encode_image(queries))
+    assert backend.last["route"] == "plain" and backend.last["visited"] == 1.0
+
+
+def test_forced_walk_on_unclustered_anchors_is_still_exact(pair_data, same_csr):
+    images, texts, rng = pair_data(n_pairs=N, d1=24, d2=8)
+    plain, pruned = _pair(images, texts, k=30, force=True)
+    queries = rng.standard_normal((70, 24)).astype(np.float32)
+    same_csr(pruned.encode_image(queries), plain.encode_image(queries))
+    assert pruned.index["image"].last["route"] == "pruned"
+
+
+def test_queries_unlike_the_anchors_hand_the_call_to_the_plain_path(clustered_pairs, same_csr):
+    images, texts, _, _ = clustered_pairs(N)
+    plain, pruned = _pair(images, texts, k=60)
+    far = np.random.default_rng(9).standard_normal((300, images.shape[1])).astype(np.float32)
+    same_csr(pruned.encode_image(far), plain.encode_image(far))
+    assert pruned.index["image"].last["route"].startswith("plain")
+
+
+def test_editing_pairs_drops_the_backend_and_stays_exact(clustered_pairs, same_csr):
+    images, texts, queries, _ = clustered_pairs(N)
+    plain, pruned = _pair(images, texts, k=40)
+    pruned.remove_pairs([0, 5])
+    plain.remove_pairs([0, 5])
+    assert pruned.index == {}
+    same_csr(pruned.encode_image(queries), plain.encode_image(queries))
+
+
+def test_running_best_keeps_the_exact_top_k_of_out_of_order_parts():
+    rng = np.random.default_rng(0)
+    sims = rng.integers(0, 20, (5, 3000)).astype(np.float32)  # many ties
+    best = RunningBest(5, 40)
+    for part in np.array_split(rng.permutation(3000), 9):
+        rows = np.array([0, 2, 3]) if part[0] % 2 else np.arange(5)
+        best.add(rows, sims[rows][:, part], part)
+        if not part[0] % 2:
+            continue
+        best.add(np.array([1, 4]), sims[[1, 4]][:, part], part)
+    want = np.sort(encode_keys(sims, np.arange(3000)[None].repeat(5, 0)), axis=1)[:, -40:]
+    got = np.sort(best.result(), axis=1)
+    np.testing.assert_array_equal(got, want)
+    values, index = decode_keys(got)
+    assert (values[:, 0] <= values[:, -1]).all() and index.min() >= 0
+
+
+def test_unknown_index_and_bad_modality_are_refused_with_the_fix(pair_data):
+    images, texts, _ = pair_data()
+    model = AsifModel(images, texts, k=5, device="cpu")
+    with pytest.raises(ValueError, match="is not known: use one of pruned"):
+        model.with_index("kd-tree")
+    with pytest.raises(ValueError, match="modality='audio'"):
+        model.with_index("pruned", modality="audio")
+    with pytest.raises(ValueError, match="neither a name nor a search backend"):
+        model.with_index({"image": 3})
