@@ -82,3 +82,12 @@ def test_the_readme_example_runs_and_reports_what_evaluate_reports(asif, monkeyp
                     reduce="mean")
     assert printed["acc1"] == pytest.approx(ours["acc1"], abs=1e-12)
     assert printed["mean_per_class_recall"] == pytest.approx(ours["mean_per_class_recall"], abs=1e-12)
+
+
+def test_eval_dataset_refuses_retrieval_on_a_set_without_captions_and_serves_labels():
+    evalset = asif_nb.load_eval("fashion-mnist", n=3)
+    with pytest.raises(ValueError, match="has no captions"):
+        EvalDataset(evalset, transform=lambda image: image, retrieval=True)
+    data = EvalDataset(evalset, transform=lambda image: image.size)
+    assert len(data) == 3 and data.classes == list(evalset.class_names)
+    assert [data[i][1] for i in range(3)] == [int(label) for label in evalset.labels]
