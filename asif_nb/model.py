@@ -290,7 +290,7 @@ class AsifModel:
     def with_index(self, index="pruned", modality="both", **options):
         """This model with its top-k step going through a search backend (``asif_nb.search``), anchors shared.
 
-        ``index``: ``"pruned"`` (exact, bit for bit: cell bounds skip anchors, ``asif_nb.prune``), ``"reduced"``
+        ``index``: ``"pruned"`` (exact, bit for bit: projection bounds skip tiles, ``asif_nb.prune``), ``"reduced"``
         (exact, bit for bit: a float16/bfloat16 pass with a proven error bound then float32 rescoring, only where a
         micro-benchmark says it is faster, ``asif_nb.reduced``), or approximate FAISS indexes ``"ivf-flat"``,
         ``"ivf-sq8"``, ``"ivf-pq"``, ``"hnsw"``, ``"faiss:<index_factory string>"`` (``asif_nb.faiss_index``, needs

@@ -1,34 +1,38 @@
-"""Exact top-k that skips most of the product: anchors grouped into cells whose bound says which can matter.
+"""Exact top-k that skips most of the product: a low-rank projection bounds every cosine, tiles no row needs are skipped.
 
-Only each query's k best anchors enter a relative representation; an anchor whose cosine provably cannot beat
+Only each query's k best anchors enter a relative representation; an anchor whose similarity provably cannot reach
 the query's current k-th best value never needs multiplying. ``PrunedSearch(anchors)`` builds, once:
 
-- **cells**: scikit-learn's k-means splits the unit anchors into cells of about ``cell_size``; each keeps its
-  centroid direction mu, its radius (the largest angle from mu to a member) and its members' largest and smallest
-  norms;
-- **layout**: cells are placed next to similar cells (a second k-means, over the centroids, weighted by cell size)
-  and the anchors copied in that order. The unit of work stays the plain path's (``topk.py``): a tile of exactly
-  2,048 consecutive anchors, the last one zero-padded, times a block of query rows padded to a multiple of 16, so
-  every similarity has the bits the plain fp32 path gives it.
+- **layout**: scikit-learn's k-means splits the unit anchors into cells of about ``cell_size``; cells are placed next
+  to similar cells (a second k-means, over the centroids, weighted by cell size) and the anchors copied in that
+  order, so a tile of 2,048 consecutive anchors holds similar ones. The unit of work stays the plain path's
+  (``topk.py``): a tile of exactly 2,048 anchors, the last one zero-padded, times a block of query rows padded to a
+  multiple of 16, so every similarity has the bits the plain fp32 path gives it;
+- **projection**: the top ``rank`` principal directions V of the anchors (float64 eigenvectors of their Gram matrix,
+  orthonormal to 1e-12); each anchor keeps its projection a_P = V^T a and the norm of what is left, |a_R|.
 
-Per query, a tile's bound is the largest of its cells' bounds. Queries are grouped by their best tile; for each
-group the tiles are visited in decreasing order of the group's largest bound, and a tile is multiplied only by
-the rows whose bound reaches their running k-th value (rows gathered into a padded block). The running top-k keys
-sort like the plain path's (value desc, index asc) and take a similarity equal to the k-th value too (anchors
-arrive out of index order), so the result — set, ties, values — is the plain path's, bit for bit.
+**The bound** (rigorous for the float32 similarity the plain path computes, not only the real one): q.a = q_P.a_P +
+q_R.a_R <= q_P.a_P + |q_R| |a_R| (Cauchy-Schwarz on the residuals). So one product of rank + 1 columns, [q_P, |q_R|]
+times [a_P, |a_R|], bounds every (query, anchor) similarity at about rank / d of the full product's cost. Margins:
+the plain path's float32 product is within gamma_d |q| |a| of q.a (gamma_d = d u / (1 - d u), u = 2**-24, any
+summation order), the float32 bound product within 2 gamma_(rank+3) |q| |a| of its real value (inputs rounded to
+float32 included); 1e-6 |q| and 1e-6 |a| on the residual norms cover their float64 arithmetic. A row needs a tile
+only when the largest bound over the tile's anchors reaches the row's running k-th value.
 
-**The bound** (rigorous for the float32 similarity, not only the real one): for q and a with angle(q, mu) = theta and
-a within radius r of mu, the triangle inequality on the sphere gives angle(q, a) >= theta - r, so
-q.a <= |q| |a| cos(max(0, theta - r)). theta comes from a float32 product q.mu, whose error is at most
-gamma_d |q| |mu| (gamma_d = d u / (1 - d u), u = 2**-24, any summation order); the similarity the plain path
-computes is within gamma_d |q| |a| of the real q.a. Both margins are added; everything else is float64. A tile is
-skipped for a row only when its bound is *below* the row's k-th value, so nothing it holds could enter.
+**The walk**, per block of up to 2,048 query rows: each row first meets its best tile (rows grouped by that tile,
+one product per tile), which gives it a k-th value; then each tile is multiplied once by all the rows that still
+need it. The running top-k keys sort like the plain path's (value desc, index asc) and take a similarity equal to
+the k-th value too (anchors arrive out of index order), so the result — set, ties, values — is the plain path's,
+bit for bit.
 
-**When it does not pay** (unclustered anchors: every cell's radius is large and every bound near 1): at build a
-sample of anchors, queried as rows, measures the fraction of the product the pruned walk would do; above
-``max_visited`` the search answers every call by the plain path, at no extra cost. Each call also checks its first
-group, and hands the rest to the plain path if the queries at hand do not prune. ``last`` reports what the last call
-did (route, fraction of (query, anchor) products computed).
+**When it does not pay** (unclustered anchors: every bound near the top): at build a sample of anchors, queried as
+rows, measures the fraction of the product the walk would do; above ``max_visited`` every call goes by the plain
+path, at no extra cost (0.75 by default: the bound product costs about rank / d and a skipped tile saves its product,
+so the walk wins below about 0.85 of the product). Each block also checks, after its first tiles, how many (row,
+tile) pairs could still be needed, and hands the call to the plain path when nearly all could. ``last`` reports what the last
+call did (route, fraction of the (query, anchor) products computed).
+
+What it buys, measured (``benchmarks/bench_model.py --only exact-routes``; README, "Scale"): see the pruned rows.
 """
 from __future__ import annotations
 
@@ -42,8 +46,11 @@ from .topk import _EMPTY, _ROW_MULTIPLE, _TILE, decode_keys, encode_keys
 
 __all__ = ["PrunedSearch"]
 
-_GROUP = 256  # query rows walked together: similar rows need the same tiles; 16x that keeps products efficient
+_BLOCK = 2048  # query rows walked together: a tile is multiplied once by all the rows that need it (efficient products)
 _SAMPLE = 256  # anchors queried at build to decide whether pruning pays
+# a block gives up when more than this fraction of its (row, tile) pairs may still be needed after each row's first
+# tile: on the real-embedding set that estimate was 0.68-0.82 where the walk then did 0.54-0.69 of the product
+_GIVE_UP = 0.9
 _KMEANS_SAMPLE = 32768  # rows k-means is fitted on (all rows are then assigned)
 
 
@@ -100,18 +107,19 @@ class RunningBest:
 
 
 class PrunedSearch:
-    """The exact top-k step of an ``AsifModel`` (``model.with_index("pruned")``), skipping anchors by cell bounds.
+    """The exact top-k step of an ``AsifModel`` (``model.with_index("pruned")``), skipping tiles by projection bounds.
 
-    ``anchors``: the model's ``topk.Anchors`` of one modality. ``cell_size``: anchors per k-means cell (smaller:
-    tighter bounds, more bounds to compute). ``max_visited``: the fraction of the product above which pruning does not
-    pay and the plain path answers. ``k``: the k the build-time check assumes (the model's). ``force=True`` keeps
-    the pruned walk even where it does not pay (for tests and benchmarks). Only on the CPU: on a GPU the plain
-    path answers (its product is cheap there, and its kernels are chosen by shape, so bits would not be pinned).
+    ``anchors``: the model's ``topk.Anchors`` of one modality. ``rank``: directions of the projection (default
+    d / 10: the bound costs about a tenth of the product). ``cell_size``: anchors per k-means cell of the layout.
+    ``max_visited``: the fraction of the product above which pruning does not pay and the plain path answers.
+    ``k``: the k the build-time check assumes (the model's). ``force=True`` keeps the pruned walk even where it does
+    not pay (for tests and benchmarks). Only on the CPU: on a GPU the plain path answers (its product is cheap there,
+    and its kernels are chosen by shape, so bits would not be pinned).
     """
 
     kind, exact = "pruned", True
 
-    def __init__(self, anchors, cell_size=128, max_visited=0.5, k=800, force=False, seed=0):
+    def __init__(self, anchors, rank=None, cell_size=128, max_visited=0.75, k=800, force=False, seed=0):
         self.n, self.dim, self.max_visited, self.force = anchors.n, anchors.dim, float(max_visited), bool(force)
         self.last = {}
         started = time.perf_counter()
@@ -122,88 +130,90 @@ class PrunedSearch:
             return
         rows = anchors.materialise().numpy()
         labels, centroids = _cells(rows, max(1, round(self.n / cell_size)), seed)
-        order, cell_order = _layout(labels, centroids, math.ceil(self.n / _TILE), seed)
-        self.order = order  # position -> anchor index
-        self.rows = torch.from_numpy(np.ascontiguousarray(rows[order]))
-        sorted_labels = labels[order]
-        # cells in layout order, each a contiguous run of positions
-        starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-        self._cell_stats(starts)
-        # the cells each tile covers: [first[t], last[t]] in layout order
-        tile_starts = np.arange(0, self.n, _TILE)
-        self.first = np.searchsorted(starts, tile_starts, side="right") - 1
-        self.last_cell = np.searchsorted(starts, np.minimum(tile_starts + _TILE, self.n) - 1, side="right") - 1
-        self.build = {"seconds": 0.0, "cells": len(starts), "tiles": len(tile_starts)}
-        sample = torch.from_numpy(rows[np.linspace(0, self.n - 1, min(_SAMPLE, self.n)).round().astype(np.int64)])
-        _, fraction = self._walk(sample, min(k, self.n), stop_above=None)
+        self.order, _ = _layout(labels, centroids, math.ceil(self.n / _TILE), seed)  # position -> anchor index
+        self.rows = torch.from_numpy(np.ascontiguousarray(rows[self.order]))
+        self.rank = int(rank or max(8, round(self.dim / 10)))
+        self._project(seed)
+        self.tiles = math.ceil(self.n / _TILE)
+        self.build = {"seconds": 0.0, "rank": self.rank, "cells": len(np.unique(labels)), "tiles": self.tiles}
+        sample = self.rows[torch.from_numpy(np.linspace(0, self.n - 1, min(_SAMPLE, self.n)).round().astype(np.int64))]
+        _, fraction = self._walk(sample, min(k, self.n), give_up=False)
         self.pays = fraction <= self.max_visited
         self.build.update(seconds=time.perf_counter() - started, sample_visited=fraction)
 
-    def _cell_stats(self, starts):
+    def _project(self, seed):
+        """V (dim, rank) float64 with orthonormal columns, and [a_P, |a_R| + 1e-6 |a|] per anchor (float32)."""
         a64 = self.rows.numpy().astype(np.float64)
-        sizes = np.diff(np.r_[starts, self.n])
-        sums = np.add.reduceat(a64, starts, axis=0)
-        norms = np.linalg.norm(sums, axis=1)
-        self.centroids = torch.from_numpy((sums / np.where(norms > 0, norms, 1)[:, None]).astype(np.float32))
-        mu = self.centroids.numpy().astype(np.float64)
-        mu_norm = np.linalg.norm(mu, axis=1)
-        cell = np.repeat(np.arange(len(starts)), sizes)
-        a_norm = np.linalg.norm(a64, axis=1)
-        cos = np.einsum("ij,ij->i", a64, mu[cell]) / (a_norm * mu_norm[cell])
-        self.radius = np.arccos(np.clip(np.minimum.reduceat(cos, starts), -1, 1)) + 1e-9
-        self.norm_max = np.maximum.reduceat(a_norm, starts) * (1 + 1e-12)
-        self.norm_min = np.minimum.reduceat(a_norm, starts) * (1 - 1e-12)
-        self.mu_norm = mu_norm
+        pick = np.random.default_rng(seed).choice(self.n, min(self.n, _KMEANS_SAMPLE), replace=False)
+        _, vectors = np.linalg.eigh(a64[pick].T @ a64[pick])
+        self.V, _ = np.linalg.qr(vectors[:, ::-1][:, :self.rank])
+        if np.abs(self.V.T @ self.V - np.eye(self.rank)).max() > 1e-12:
+            raise ArithmeticError("the projection lost orthonormality: pass a smaller rank")
+        projected = a64 @ self.V
+        norms = np.linalg.norm(a64, axis=1)
+        residual = np.sqrt(np.maximum(0.0, norms ** 2 - (projected ** 2).sum(axis=1))) + 1e-6 * norms
+        self.augmented = torch.from_numpy(np.concatenate([projected, residual[:, None]], axis=1).astype(np.float32))
+        self.norm_max = float(norms.max()) * (1 + 1e-12)
 
     def tile_bounds(self, queries):
-        """(n, tiles) float64: an upper bound on every float32 similarity of each query row to each tile's anchors."""
-        g = gamma(self.dim)
-        q64 = np.linalg.norm(queries.numpy().astype(np.float64), axis=1)[:, None]
-        dots = (queries @ self.centroids.T).numpy().astype(np.float64)
-        cos_hi = np.clip((dots + g * q64 * self.mu_norm) / (q64 * self.mu_norm), -1.0, 1.0)
-        angle = np.maximum(0.0, np.arccos(cos_hi) - 1e-12 - self.radius)
-        c = np.cos(angle)
-        bound = q64 * np.where(c >= 0, self.norm_max * c, self.norm_min * c) + g * q64 * self.norm_max + 1e-12
-        tiles = np.maximum.reduceat(bound, self.first, axis=1)
-        straddle = self.last_cell != self.first  # a tile ending inside the next tile's first cell
-        tiles[:, straddle] = np.maximum(tiles[:, straddle], bound[:, self.last_cell[straddle]])
-        return tiles
+        """(n, tiles) float64: an upper bound on every float32 similarity of each query row to each tile's anchors
+        (margins included: a row needs a tile only if its bound there reaches the row's k-th value)."""
+        q64 = queries.numpy().astype(np.float64)
+        projected = q64 @ self.V
+        norms = np.linalg.norm(q64, axis=1)
+        residual = np.sqrt(np.maximum(0.0, norms ** 2 - (projected ** 2).sum(axis=1))) + 1e-6 * norms
+        augmented = torch.from_numpy(np.concatenate([projected, residual[:, None]], axis=1).astype(np.float32))
+        bounds = torch.empty((queries.shape[0], self.tiles))
+        for t in range(self.tiles):
+            torch.amax(augmented @ self.augmented[t * _TILE:(t + 1) * _TILE].T, dim=1, out=bounds[:, t])
+        margin = (gamma(self.dim) + 2 * gamma(self.rank + 3)) * norms * self.norm_max * (1 + 1e-6) + 1e-30
+        bounds = bounds.numpy().astype(np.float64)
+        return bounds + 1e-6 * np.abs(bounds) + margin[:, None]  # 1e-6: the float32 rounding of the amax itself
 
-    def _walk(self, queries, k, stop_above):
-        """(keys (n, k) or None, fraction of the product computed). With ``stop_above``, gives up (None) after the
-        first group if that group computed more than that fraction."""
-        n = queries.shape[0]
-        bounds = self.tile_bounds(queries)
-        best_tile = bounds.argmax(axis=1)
-        order = np.lexsort((-bounds.max(axis=1), best_tile))
-        queries, bounds = queries[torch.from_numpy(order)], bounds[order]
-        best = RunningBest(n, k)
-        buffer = torch.zeros((_GROUP, self.dim))
-        sims = torch.empty((_GROUP, _TILE))
-        done = 0
-        # groups: rows sharing their best tile, at most _GROUP of them
-        cuts = np.flatnonzero(np.diff(best_tile[order])) + 1
-        starts = np.unique(np.r_[0, cuts, np.arange(0, n, _GROUP)])
-        for g0, g1 in zip(starts, np.r_[starts[1:], n]):
-            group = np.arange(g0, g1)
-            for t in np.argsort(-bounds[group].max(axis=0), kind="stable"):
-                need = group[bounds[group, t] >= best.kth[group]]
-                if need.size == 0:
-                    continue
-                m = _ROW_MULTIPLE * math.ceil(need.size / _ROW_MULTIPLE)
-                buffer[:need.size] = queries[torch.from_numpy(need)]
-                buffer[need.size:m] = 0
-                start, stop = t * _TILE, min((t + 1) * _TILE, self.n)
-                torch.matmul(buffer[:m], self._tile(t).T, out=sims[:m])
-                best.add(need, sims[:need.size, :stop - start].numpy(), self.order[start:stop])
-                done += need.size * (stop - start)
-            if stop_above is not None and g1 >= min(n, _GROUP) and done > stop_above * g1 * self.n:
-                return None, done / (g1 * self.n)
-            if g1 >= min(n, _GROUP):
-                stop_above = None  # checked once, over the first _GROUP rows
-        keys = np.empty((n, k), dtype=np.int64)
-        keys[order] = best.result()
+    def _walk(self, queries, k, give_up):
+        """(keys (n, k) or None, fraction of the product computed). With ``give_up``, returns None as soon as a
+        block's first tiles leave more than ``_GIVE_UP`` of its (row, tile) pairs possibly needed."""
+        n, keys, done = queries.shape[0], np.empty((queries.shape[0], k), dtype=np.int64), 0
+        for r0 in range(0, n, _BLOCK):
+            block = queries[r0:r0 + _BLOCK]
+            got = self._walk_block(block, k, give_up)
+            if got is None:
+                return None, done / max(1, r0 * self.n)
+            keys[r0:r0 + len(block)], work = got
+            done += work
         return keys, done / (n * self.n)
+
+    def _walk_block(self, queries, k, give_up):
+        b = queries.shape[0]
+        bounds = self.tile_bounds(queries)
+        best = RunningBest(b, k)
+        buffer = torch.empty((_ROW_MULTIPLE * math.ceil(b / _ROW_MULTIPLE), self.dim))
+        sims = torch.empty((buffer.shape[0], _TILE))
+        todo = np.ones((b, self.tiles), dtype=bool)
+        work = 0
+
+        def multiply(t, need):
+            m = _ROW_MULTIPLE * math.ceil(need.size / _ROW_MULTIPLE)
+            torch.index_select(queries, 0, torch.from_numpy(need), out=buffer[:need.size])
+            buffer[need.size:m] = 0
+            start, stop = t * _TILE, min((t + 1) * _TILE, self.n)
+            torch.matmul(buffer[:m], self._tile(t).T, out=sims[:m])
+            best.add(need, sims[:need.size, :stop - start].numpy(), self.order[start:stop])
+            todo[need, t] = False
+            return need.size * (stop - start)
+
+        first = bounds.argmax(axis=1)  # each row's most promising tile: a k-th value before anything is skipped
+        for t in np.unique(first):
+            work += multiply(t, np.flatnonzero(first == t))
+        best.result()  # merge, so every row's k-th value is current
+        needed = todo & (bounds >= best.kth[:, None])
+        if give_up and (needed.sum() + b) / (b * self.tiles) > _GIVE_UP:
+            return None
+        for t in np.argsort(-needed.sum(axis=0), kind="stable"):  # tiles most rows need first: k-th values rise
+            need = np.flatnonzero(todo[:, t] & (bounds[:, t] >= best.kth))
+            if need.size:
+                work += multiply(t, need)
+        return best.result(), work
 
     def _tile(self, t):
         tile = self.rows[t * _TILE:(t + 1) * _TILE]
@@ -216,8 +226,8 @@ class PrunedSearch:
         started = time.perf_counter()
         keys, fraction, route = None, 1.0, "plain"
         if self.built and (self.pays or self.force) and k <= self.n:
-            keys, fraction = self._walk(queries, k, None if self.force else self.max_visited)
-            route = "pruned" if keys is not None else "plain (first group did not prune)"
+            keys, fraction = self._walk(queries.contiguous(), k, give_up=not self.force)
+            route = "pruned" if keys is not None else "plain (the bounds did not prune)"
         if keys is None:
             keys = plain(queries)
         self.last = {"route": route, "visited": fraction if route == "pruned" else 1.0,
@@ -226,7 +236,7 @@ class PrunedSearch:
 
     def __repr__(self):
         state = "prunes" if self.pays else "does not pay: plain path"
-        return f"PrunedSearch({self.n} anchors, {self.build.get('cells', 0)} cells, {state})"
+        return f"PrunedSearch({self.n} anchors, rank {self.build.get('rank', 0)}, {state})"
 
 
 def _cells(rows, n_cells, seed):

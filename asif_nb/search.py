@@ -7,7 +7,7 @@ last call did; ``build`` what building it cost.
 
 | index | module | exact | what |
 |---|---|---|---|
-| ``"pruned"`` | ``prune.PrunedSearch`` | yes | k-means cells bound each anchor's cosine; tiles no row needs are skipped |
+| ``"pruned"`` | ``prune.PrunedSearch`` | yes | a low-rank projection bounds each anchor's cosine; tiles no row needs are skipped |
 | ``"reduced"`` | ``reduced.ReducedSearch`` | yes | a float16/bfloat16 pass with a proven error bound, exact float32 rescoring; used only where a micro-benchmark says it is faster |
 | ``"ivf-flat"``, ``"ivf-sq8"``, ``"ivf-pq"``, ``"hnsw"``, ``"faiss:<factory>"`` | ``faiss_index.FaissSearch`` | no | FAISS candidates, exact cosines (``pip install "asif_nb[scale]"``) |
 """

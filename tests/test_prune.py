@@ -1,4 +1,4 @@
-"""Exact top-k through cell bounds (asif_nb.prune, model.with_index("pruned")): the plain fp32 path's result bit for
+"""Exact top-k through projection bounds (asif_nb.prune, model.with_index("pruned")): the plain fp32 path's result bit for
 bit (set, ties, values) while skipping anchors where the data is clustered; the plain path itself where it is not."""
 import numpy as np
 import pytest
@@ -37,7 +37,7 @@ def test_ties_go_to_the_lowest_anchor_index_when_anchors_arrive_out_of_order(clu
         same_csr(pruned.encode_image(queries), plain.encode_image(queries))
         same_csr(pruned.encode_image(images[:50]), plain.encode_image(images[:50]))  # anchors as queries: sims of 1
         # a cluster holds ~1,600 anchors: up to k=100 the walk skips tiles; k=2500 needs them all (plain path)
-        assert pruned.index["image"].last["route"] == ("pruned" if k <= 100 else "plain (first group did not prune)")
+        assert pruned.index["image"].last["route"] == ("pruned" if k <= 100 else "plain (the bounds did not prune)")
 
 
 def test_unclustered_anchors_are_answered_by_the_plain_path(pair_data, same_csr):
@@ -58,10 +58,14 @@ def test_forced_walk_on_unclustered_anchors_is_still_exact(pair_data, same_csr):
     assert pruned.index["image"].last["route"] == "pruned"
 
 
-def test_queries_unlike_the_anchors_hand_the_call_to_the_plain_path(clustered_pairs, same_csr):
+def test_queries_the_bounds_cannot_tell_apart_hand_the_call_to_the_plain_path(clustered_pairs, same_csr):
     images, texts, _, _ = clustered_pairs(N)
     plain, pruned = _pair(images, texts, k=60)
-    far = np.random.default_rng(9).standard_normal((300, images.shape[1])).astype(np.float32)
+    # queries with nothing along the anchors' leading directions: every tile's bound is alike, none can be skipped
+    unit = images / np.linalg.norm(images, axis=1, keepdims=True)
+    leading = np.linalg.svd(unit, full_matrices=False)[2][:pruned.index["image"].rank]
+    far = np.random.default_rng(9).standard_normal((300, images.shape[1]))
+    far = (far - far @ leading.T @ leading).astype(np.float32)
     same_csr(pruned.encode_image(far), plain.encode_image(far))
     assert pruned.index["image"].last["route"].startswith("plain")
 
