@@ -105,3 +105,19 @@ def test_unknown_index_and_bad_modality_are_refused_with_the_fix(pair_data):
         model.with_index("pruned", modality="audio")
     with pytest.raises(ValueError, match="neither a name nor a search backend"):
         model.with_index({"image": 3})
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3, 50.0])
+def test_tile_bounds_are_never_below_a_similarity_the_plain_path_computes(clustered_pairs, scale):
+    images, texts, queries, _ = clustered_pairs(N, n_queries=120, seed=5)
+    _, pruned = _pair(images, texts, k=20, force=True)
+    backend = pruned.index["image"]
+    rows = np.vstack([queries, np.random.default_rng(1).standard_normal((40, images.shape[1]))]).astype(np.float32)
+    rows *= scale  # the margins scale with |q|
+    import torch
+
+    bounds = backend.tile_bounds(torch.from_numpy(rows))
+    sims = rows @ backend.rows.numpy().T  # the anchors in the route's layout, tile t = columns [2048 t, 2048 (t+1))
+    tile_max = np.maximum.reduceat(sims, np.arange(0, backend.n, 2048), axis=1)
+    assert bounds.shape == tile_max.shape and (bounds >= tile_max).all()
+    assert np.median(bounds - tile_max) < 0.5 * np.abs(scale)  # and tight enough to skip something
