@@ -44,6 +44,25 @@ def test_each_kind_reaches_its_recall_with_true_cosines(data, index, options):
     np.testing.assert_allclose(got[same].toarray(), want[same].toarray(), rtol=1e-5, atol=1e-6)
 
 
+def test_auto_nprobe_is_the_smallest_reaching_the_target_within_a_sixteenth(data):
+    import torch
+
+    images, texts, queries = data
+    model = AsifModel(images, texts, k=K, p=1, device="cpu")
+    want = model.encode_image(queries)
+    unit = torch.nn.functional.normalize(torch.from_numpy(queries), dim=1)
+    chosen = model.with_index("ivf-flat", modality="image", nlist=64, target_recall=0.97,
+                              calibration=unit).index["image"].nprobe
+
+    def recall_at(nprobe):
+        return _recall(model.with_index("ivf-flat", modality="image", nlist=64, nprobe=nprobe).encode_image(queries),
+                       want)
+
+    assert recall_at(chosen) >= 0.97
+    if chosen > 1:  # a power of two is not simply taken: one step (1/16 of it) fewer lists falls short
+        assert recall_at(chosen - max(1, chosen // 16)) < 0.97
+
+
 def test_ivf_pq_over_a_float16_memmap_saved_and_loaded(data, tmp_path):
     images, texts, queries = data
     images, texts, queries = images[:6000, :16].copy(), texts[:6000], queries[:, :16].copy()  # PQ trains slowly
