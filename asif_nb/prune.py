@@ -143,26 +143,25 @@ class PrunedSearch:
 
     def _project(self, seed):
         """V (dim, rank) float64 with orthonormal columns, and [a_P, |a_R| + 1e-6 |a|] per anchor (float32)."""
-        a64 = self.rows.numpy().astype(np.float64)
-        pick = np.random.default_rng(seed).choice(self.n, min(self.n, _KMEANS_SAMPLE), replace=False)
-        _, vectors = np.linalg.eigh(a64[pick].T @ a64[pick])
+        pick = np.sort(np.random.default_rng(seed).choice(self.n, min(self.n, _KMEANS_SAMPLE), replace=False))
+        sample = self.rows.numpy()[pick].astype(np.float64)
+        _, vectors = np.linalg.eigh(sample.T @ sample)
         self.V, _ = np.linalg.qr(vectors[:, ::-1][:, :self.rank])
         if np.abs(self.V.T @ self.V - np.eye(self.rank)).max() > 1e-12:
             raise ArithmeticError("the projection lost orthonormality: pass a smaller rank")
-        projected = a64 @ self.V
-        norms = np.linalg.norm(a64, axis=1)
-        residual = np.sqrt(np.maximum(0.0, norms ** 2 - (projected ** 2).sum(axis=1))) + 1e-6 * norms
-        self.augmented = torch.from_numpy(np.concatenate([projected, residual[:, None]], axis=1).astype(np.float32))
-        self.norm_max = float(norms.max()) * (1 + 1e-12)
+        self.augmented = torch.empty((self.n, self.rank + 1))
+        self.norm_max = 0.0
+        for start in range(0, self.n, _KMEANS_SAMPLE):  # float64 in steps: 1.6M x 384 would be 4.9 GB at once
+            a64 = self.rows[start:start + _KMEANS_SAMPLE].numpy().astype(np.float64)
+            self.augmented[start:start + len(a64)] = torch.from_numpy(_augment(a64, self.V))
+            self.norm_max = max(self.norm_max, float(np.linalg.norm(a64, axis=1).max()) * (1 + 1e-12))
 
     def tile_bounds(self, queries):
         """(n, tiles) float64: an upper bound on every float32 similarity of each query row to each tile's anchors
         (margins included: a row needs a tile only if its bound there reaches the row's k-th value)."""
         q64 = queries.numpy().astype(np.float64)
-        projected = q64 @ self.V
         norms = np.linalg.norm(q64, axis=1)
-        residual = np.sqrt(np.maximum(0.0, norms ** 2 - (projected ** 2).sum(axis=1))) + 1e-6 * norms
-        augmented = torch.from_numpy(np.concatenate([projected, residual[:, None]], axis=1).astype(np.float32))
+        augmented = torch.from_numpy(_augment(q64, self.V))
         bounds = torch.empty((queries.shape[0], self.tiles))
         for t in range(self.tiles):
             torch.amax(augmented @ self.augmented[t * _TILE:(t + 1) * _TILE].T, dim=1, out=bounds[:, t])
@@ -174,6 +173,8 @@ class PrunedSearch:
         """(keys (n, k) or None, fraction of the product computed). With ``give_up``, returns None as soon as a
         block's first tiles leave more than ``_GIVE_UP`` of its (row, tile) pairs possibly needed."""
         n, keys, done = queries.shape[0], np.empty((queries.shape[0], k), dtype=np.int64), 0
+        if n == 0:
+            return keys, 0.0
         for r0 in range(0, n, _BLOCK):
             block = queries[r0:r0 + _BLOCK]
             got = self._walk_block(block, k, give_up)
@@ -237,6 +238,14 @@ class PrunedSearch:
     def __repr__(self):
         state = "prunes" if self.pays else "does not pay: plain path"
         return f"PrunedSearch({self.n} anchors, rank {self.build.get('rank', 0)}, {state})"
+
+
+def _augment(rows64, V):
+    """[x_P, |x_R| + 1e-6 |x|] (float32) of float64 rows x: the projection and (an upper bound on) the residual norm."""
+    projected = rows64 @ V
+    norms = np.linalg.norm(rows64, axis=1)
+    residual = np.sqrt(np.maximum(0.0, norms ** 2 - (projected ** 2).sum(axis=1))) + 1e-6 * norms
+    return np.concatenate([projected, residual[:, None]], axis=1).astype(np.float32)
 
 
 def _cells(rows, n_cells, seed):
