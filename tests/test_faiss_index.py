@@ -63,6 +63,15 @@ def test_auto_nprobe_is_the_smallest_reaching_the_target_within_a_sixteenth(data
         assert recall_at(chosen - max(1, chosen // 16)) < 0.97
 
 
+def test_an_hnsw_coarse_quantizer_finds_every_list_it_is_asked_to_probe():
+    rng = np.random.default_rng(4)  # unclustered rows: a query's top k lie in many lists
+    images = rng.standard_normal((30000, 32)).astype(np.float32)
+    queries = rng.standard_normal((50, 32)).astype(np.float32)
+    exact = AsifModel(images, images[:, :8], k=100, p=1, device="cpu")
+    approx = exact.with_index("faiss:IVF512_HNSW32,Flat", modality="image", nprobe=512)  # every list: exhaustive
+    assert _recall(approx.encode_image(queries), exact.encode_image(queries)) > 0.999
+
+
 def test_ivf_pq_over_a_float16_memmap_saved_and_loaded(data, tmp_path):
     images, texts, queries = data
     images, texts, queries = images[:6000, :16].copy(), texts[:6000], queries[:, :16].copy()  # PQ trains slowly
