@@ -7,13 +7,14 @@ divided by the plain path's row norms after the dot product), and the k best kep
 So the values are true cosines; only the *set* is approximate, by what the index misses (``recall``). Needs ``faiss``
 (``pip install "asif_nb[scale]"``); on a machine with a GPU build of FAISS the index is searched on the GPU.
 
-Kinds (``nlist`` inverted lists, default about 4 sqrt(N), at most 8,192):
+Kinds (``nlist`` inverted lists, default about 8 sqrt(N), at most 8,192: at 1.6M anchors 8,192 lists made the
+index path 7.1-9.1x faster than exact against 4.4x with 4,096, for 2.5x the build time; 16,384 only 9.2-9.4x):
 
 - ``"ivf-flat"``: ``IVF{nlist},Flat``, the anchors' float32 copy inside the index (4 d bytes per anchor);
 - ``"ivf-sq8"``: ``IVF{nlist},SQ8``, one byte per dimension (d bytes per anchor): near-exact scores, so ``refine``
   defaults to 1 (its k candidates rescored only for their true values: 2k raised recall by 0.001 at 1.6M anchors).
-  At 1.6M synthetic anchors, 1,000 queries, k=800 (``benchmarks/bench_scale.py``): nprobe 216 calibrated, recall
-  0.954, accuracy unchanged, ``encode_image`` 2.4 s against 10.6 s exact on an idle 2-core machine (4.4x);
+  At 1.6M synthetic anchors, 1,000 queries, k=800 (``benchmarks/bench_scale.py``): IVF8192, nprobe 112 calibrated,
+  recall 0.955, accuracy unchanged, ``encode_image`` 1.3 s against 9.5-11.7 s exact on a 2-core machine (7.1-9.1x);
 - ``"ivf-pq"``: ``IVF{nlist},PQ{m}`` (8-bit product codes, m bytes per anchor, default m = d/8), the kind for 10M+
   anchors on one machine: 10M x 384 dims take 0.5 GB of codes while the anchors stay in the float16 memmap on disk;
   its coarse scores are why ``refine`` k candidates are rescored. (4-bit fast-scan codes, ``faiss:IVF...,PQ{m}x4fs``,
@@ -66,7 +67,7 @@ def factory_string(kind, n, dim, nlist=None, m=None):
         raise ValueError(f"index {kind!r} is not known: use one of {KINDS} or 'faiss:<index_factory string>'.")
     if kind == "hnsw":
         return "HNSW32,Flat"
-    nlist = int(nlist or min(8192, max(16, 2 ** round(math.log2(4 * math.sqrt(n))))))
+    nlist = int(nlist or min(8192, max(16, 2 ** round(math.log2(8 * math.sqrt(n))))))
     nlist = min(nlist, max(1, n // 39))  # FAISS wants >= 39 training rows per list
     quantizer = f"IVF{nlist}_HNSW32" if n > 2_000_000 else f"IVF{nlist}"
     if kind in ("ivf-flat", "ivf-sq8"):

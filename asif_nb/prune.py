@@ -1,4 +1,4 @@
-"""Exact top-k that skips most of the product: a low-rank projection bounds every cosine, tiles no row needs are skipped.
+"""Exact top-k that skips most of the product: a low-rank projection bounds every cosine; unneeded tiles are skipped.
 
 Only each query's k best anchors enter a relative representation; an anchor whose similarity provably cannot reach
 the query's current k-th best value never needs multiplying. ``PrunedSearch(anchors)`` builds, once:
@@ -27,12 +27,14 @@ bit for bit.
 
 **When it does not pay** (unclustered anchors: every bound near the top): at build a sample of anchors, queried as
 rows, measures the fraction of the product the walk would do; above ``max_visited`` every call goes by the plain
-path, at no extra cost (0.75 by default: the bound product costs about rank / d and a skipped tile saves its product,
-so the walk wins below about 0.85 of the product). Each block also checks, after its first tiles, how many (row,
-tile) pairs could still be needed, and hands the call to the plain path when nearly all could. ``last`` reports what the last
-call did (route, fraction of the (query, anchor) products computed).
+path, at no extra cost (0.75 by default: the bound product costs about rank / d and a skipped tile saves its
+product, so the walk wins below about 0.85 of the product). Each block also checks, after its first tiles, how many
+(row, tile) pairs could still be needed, and hands the call to the plain path when nearly all could. ``last``
+reports what the last call did (route, fraction of the (query, anchor) products computed).
 
-What it buys, measured (``benchmarks/bench_model.py --only exact-routes``; README, "Scale"): see the pruned rows.
+What it buys (``benchmarks/bench_model.py --only exact-routes``): on 56,109 real EfficientNet embeddings, 10,147
+queries, k=800, 0.74x the bare fp32 product against the plain path's 1.03x, visiting 0.59 of it (a perfect bound at
+the same tiles would still visit 0.31: a query's top 800 are spread that wide).
 """
 from __future__ import annotations
 

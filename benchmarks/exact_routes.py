@@ -4,9 +4,10 @@ Pruned (projection bounds): on the real-embedding set (benchmarks/real_anchors.p
 image its packages hold, cached; queries: the demo's eval images) time of encode_image through with_index("pruned")
 over the bare (n, d) @ (d, N) float32 product of the same shapes (best of 3, interleaved; goal <= 0.5), the fraction
 of (query, anchor) products computed beside what a perfect bound would compute at the same tiles, and bit-identity
-with the plain path (indices and values of every row). On random (unclustered) data the route must fall back to the plain path: ratio beside the plain path's (goal <= 1.05x
-the plain path) and identical output. Reduced precision: built on the same anchors, it reports its tile
-micro-benchmark and whether it was chosen (goal on a CPU without AMX: not chosen).
+with the plain path (indices and values of every row). On random (unclustered) data the route must fall back to the
+plain path: ratio beside the plain path's (goal <= 1.05x the plain path) and identical output. Reduced precision:
+built on the same anchors, it reports its tile micro-benchmark and whether it was chosen (goal on a CPU without AMX:
+not chosen).
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def _route_vs_gemm(anchors, queries, k, best_of, label):
     ratio, plain_ratio = wall["pruned"] / wall["gemm"], wall["plain"] / wall["gemm"]
     print(f"pruned exact top-k, {label}: {len(queries)} queries x {len(anchors)} anchors x {anchors.shape[1]}, k={k}: "
           f"build {build['seconds']:.1f} s, rank {build.get('rank', 0)}, a build sample would visit "
-          f"{build.get('sample_visited', 1.0):.3f}; route {last['route']}, visited {last['visited']:.3f} of the products "
+          f"{build.get('sample_visited', 1.0):.3f}; route {last['route']}, visited {last['visited']:.3f} of the "
+          f"products "
           f"(a perfect bound, at the same tiles: {_floor(backend, reference):.3f}); time / bare fp32 GEMM "
           f"{ratio:.3f} (plain path {plain_ratio:.3f}); bit-identical to the plain path: {same}")
     return ratio, plain_ratio, same, last

@@ -1,4 +1,4 @@
-"""Exact top-k through projection bounds (asif_nb.prune, model.with_index("pruned")): the plain fp32 path's result bit for
+"""Exact top-k through projection bounds (asif_nb.prune, with_index("pruned")): the plain fp32 path's result bit for
 bit (set, ties, values) while skipping anchors where the data is clustered; the plain path itself where it is not."""
 import numpy as np
 import pytest
