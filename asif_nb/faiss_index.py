@@ -174,9 +174,10 @@ class FaissSearch:
         self.nprobe = min(nprobe, self.ivf.nlist)
         faiss = _faiss()
         faiss.extract_index_ivf(self.index).nprobe = self.nprobe
-        quantizer = faiss.downcast_index(self.ivf.quantizer)
-        if hasattr(quantizer, "hnsw"):  # an HNSW coarse graph finds only ~efSearch lists: recall stalled at 0.77
-            quantizer.hnsw.efSearch = max(16, 2 * self.nprobe)
+        for ivf in {id(x): x for x in (self.ivf, faiss.try_extract_index_ivf(self.index)) if x is not None}.values():
+            quantizer = faiss.downcast_index(ivf.quantizer)  # the searched index's too, where it is a GPU clone
+            if hasattr(quantizer, "hnsw"):  # an HNSW coarse graph finds only ~efSearch lists: recall stalled at 0.77
+                quantizer.hnsw.efSearch = max(16, 2 * self.nprobe)
 
     def calibrate(self, k, queries=None):
         """The smallest nprobe whose recall of the exact top-k reaches ``target_recall`` on ``queries`` (default: 256

@@ -16,8 +16,9 @@ q_R.a_R <= q_P.a_P + |q_R| |a_R| (Cauchy-Schwarz on the residuals). So one produ
 times [a_P, |a_R|], bounds every (query, anchor) similarity at about rank / d of the full product's cost. Margins:
 the plain path's float32 product is within gamma_d |q| |a| of q.a (gamma_d = d u / (1 - d u), u = 2**-24, any
 summation order), the float32 bound product within 2 gamma_(rank+3) |q| |a| of its real value (inputs rounded to
-float32 included); 1e-6 |q| and 1e-6 |a| on the residual norms cover their float64 arithmetic. A row needs a tile
-only when the largest bound over the tile's anchors reaches the row's running k-th value.
+float32 included); a pad of (1e-6 + sqrt(rank * drift)) |x| on each residual norm covers its float64 arithmetic and
+V's measured drift from orthonormality. A row needs a tile only when the largest bound over the tile's anchors
+reaches the row's running k-th value.
 
 **The walk**, per block of up to 2,048 query rows: each row first meets its best tile (rows grouped by that tile,
 one product per tile), which gives it a k-th value; then each tile is multiplied once by all the rows that still
@@ -135,6 +136,10 @@ class PrunedSearch:
         self.order, _ = _layout(labels, centroids, math.ceil(self.n / _TILE), seed)  # position -> anchor index
         self.rows = torch.from_numpy(np.ascontiguousarray(rows[self.order]))
         self.rank = int(rank or max(8, round(self.dim / 10)))
+        if not 1 <= self.rank <= self.dim:
+            if rank:
+                raise ValueError(f"rank={rank} must be between 1 and the anchors' dimension {self.dim}.")
+            self.rank = self.dim
         self._project(seed)
         self.tiles = math.ceil(self.n / _TILE)
         self.build = {"seconds": 0.0, "rank": self.rank, "cells": len(np.unique(labels)), "tiles": self.tiles}
@@ -144,18 +149,20 @@ class PrunedSearch:
         self.build.update(seconds=time.perf_counter() - started, sample_visited=fraction)
 
     def _project(self, seed):
-        """V (dim, rank) float64 with orthonormal columns, and [a_P, |a_R| + 1e-6 |a|] per anchor (float32)."""
+        """V (dim, rank) float64 with orthonormal columns, and [a_P, |a_R| + pad |a|] per anchor (float32)."""
         pick = np.sort(np.random.default_rng(seed).choice(self.n, min(self.n, _KMEANS_SAMPLE), replace=False))
         sample = self.rows.numpy()[pick].astype(np.float64)
         _, vectors = np.linalg.eigh(sample.T @ sample)
         self.V, _ = np.linalg.qr(vectors[:, ::-1][:, :self.rank])
-        if np.abs(self.V.T @ self.V - np.eye(self.rank)).max() > 1e-12:
+        drift = np.abs(self.V.T @ self.V - np.eye(self.rank)).max()
+        if drift > 1e-12:
             raise ArithmeticError("the projection lost orthonormality: pass a smaller rank")
+        self.pad = 1e-6 + math.sqrt(self.rank * drift)  # |x_R| computed as sqrt(|x|^2 - |x_P|^2): V's drift covered
         self.augmented = torch.empty((self.n, self.rank + 1))
         self.norm_max = 0.0
         for start in range(0, self.n, _KMEANS_SAMPLE):  # float64 in steps: 1.6M x 384 would be 4.9 GB at once
             a64 = self.rows[start:start + _KMEANS_SAMPLE].numpy().astype(np.float64)
-            self.augmented[start:start + len(a64)] = torch.from_numpy(_augment(a64, self.V))
+            self.augmented[start:start + len(a64)] = torch.from_numpy(_augment(a64, self.V, self.pad))
             self.norm_max = max(self.norm_max, float(np.linalg.norm(a64, axis=1).max()) * (1 + 1e-12))
 
     def tile_bounds(self, queries):
@@ -163,7 +170,7 @@ class PrunedSearch:
         (margins included: a row needs a tile only if its bound there reaches the row's k-th value)."""
         q64 = queries.numpy().astype(np.float64)
         norms = np.linalg.norm(q64, axis=1)
-        augmented = torch.from_numpy(_augment(q64, self.V))
+        augmented = torch.from_numpy(_augment(q64, self.V, self.pad))
         bounds = torch.empty((queries.shape[0], self.tiles))
         for t in range(self.tiles):
             torch.amax(augmented @ self.augmented[t * _TILE:(t + 1) * _TILE].T, dim=1, out=bounds[:, t])
@@ -242,11 +249,11 @@ class PrunedSearch:
         return f"PrunedSearch({self.n} anchors, rank {self.build.get('rank', 0)}, {state})"
 
 
-def _augment(rows64, V):
-    """[x_P, |x_R| + 1e-6 |x|] (float32) of float64 rows x: the projection and (an upper bound on) the residual norm."""
+def _augment(rows64, V, pad):
+    """[x_P, |x_R| + pad |x|] (float32) of float64 rows x: the projection and (an upper bound on) the residual norm."""
     projected = rows64 @ V
     norms = np.linalg.norm(rows64, axis=1)
-    residual = np.sqrt(np.maximum(0.0, norms ** 2 - (projected ** 2).sum(axis=1))) + 1e-6 * norms
+    residual = np.sqrt(np.maximum(0.0, norms ** 2 - (projected ** 2).sum(axis=1))) + pad * norms
     return np.concatenate([projected, residual[:, None]], axis=1).astype(np.float32)
 
 

@@ -38,6 +38,11 @@ def test_ties_go_to_the_lowest_anchor_index_when_anchors_arrive_out_of_order(clu
         same_csr(pruned.encode_image(images[:50]), plain.encode_image(images[:50]))  # anchors as queries: sims of 1
         # a cluster holds ~1,600 anchors: up to k=100 the walk skips tiles; k=2500 needs them all (plain path)
         assert pruned.index["image"].last["route"] == ("pruned" if k <= 100 else "plain (the bounds did not prune)")
+    forced = plain.with_index("pruned", force=True)  # k beyond one tile through the walk: k-th values start at -inf
+    for k in (2100, 2500):
+        plain.k = forced.k = k
+        same_csr(forced.encode_image(queries), plain.encode_image(queries))
+        assert forced.index["image"].last["route"] == "pruned"
 
 
 def test_unclustered_anchors_are_answered_by_the_plain_path(pair_data, same_csr):
@@ -121,3 +126,26 @@ def test_tile_bounds_are_never_below_a_similarity_the_plain_path_computes(cluste
     tile_max = np.maximum.reduceat(sims, np.arange(0, backend.n, 2048), axis=1)
     assert bounds.shape == tile_max.shape and (bounds >= tile_max).all()
     assert np.median(bounds - tile_max) < 0.5 * np.abs(scale)  # and tight enough to skip something
+
+
+def test_tile_bounds_hold_where_they_are_tight_anchors_inside_the_projection():
+    import torch
+
+    rng = np.random.default_rng(6)
+    images = np.zeros((N, 32), dtype=np.float32)
+    images[:, :8] = rng.standard_normal((N, 8))  # every anchor in an 8-dim subspace: rank 8 leaves no residual
+    _, pruned = _pair(images, images[:, :8].copy(), k=10, force=True, rank=8)
+    backend = pruned.index["image"]
+    rows = backend.rows.numpy()[::7]  # the anchors themselves: each row's best similarity is its own, 1
+    bounds = backend.tile_bounds(torch.from_numpy(rows))
+    tile_max = np.maximum.reduceat(rows @ backend.rows.numpy().T, np.arange(0, backend.n, 2048), axis=1)
+    assert (bounds >= tile_max).all()
+    assert (bounds - tile_max).max() < 1e-3  # the bound is tight here, so only the margins keep it above
+
+
+def test_a_rank_beyond_the_dimension_is_refused_and_small_dimensions_build(pair_data):
+    images, texts, _ = pair_data(n_pairs=N, d1=5, d2=3)
+    _, pruned = _pair(images, texts, k=10)  # the default rank (8) is cut to the dimension, on both modalities
+    assert pruned.index["image"].rank == 5 and pruned.index["text"].rank == 3
+    with pytest.raises(ValueError, match="rank=9 must be between 1 and"):
+        AsifModel(images, texts, k=10, device="cpu").with_index("pruned", rank=9)
