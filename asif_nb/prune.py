@@ -54,7 +54,7 @@ _SAMPLE = 256  # anchors queried at build to decide whether pruning pays
 # a block gives up when more than this fraction of its (row, tile) pairs may still be needed after each row's first
 # tile: on the real-embedding set that estimate was 0.68-0.82 where the walk then did 0.54-0.69 of the product
 _GIVE_UP = 0.9
-_KMEANS_SAMPLE = 32768  # rows k-means is fitted on (all rows are then assigned)
+_FIT_ROWS = 32768  # rows k-means and the projection are fitted on (all rows are then assigned / projected)
 
 
 def gamma(d):
@@ -126,8 +126,7 @@ class PrunedSearch:
         self.n, self.dim, self.max_visited, self.force = anchors.n, anchors.dim, float(max_visited), bool(force)
         self.last = {}
         started = time.perf_counter()
-        self.cpu = anchors.device.type == "cpu"
-        self.built = self.cpu and self.n > _TILE
+        self.built = anchors.device.type == "cpu" and self.n > _TILE
         if not self.built:
             self.pays, self.build = False, {"seconds": 0.0, "reason": "GPU or a single tile: the plain path answers"}
             return
@@ -150,7 +149,7 @@ class PrunedSearch:
 
     def _project(self, seed):
         """V (dim, rank) float64 with orthonormal columns, and [a_P, |a_R| + pad |a|] per anchor (float32)."""
-        pick = np.sort(np.random.default_rng(seed).choice(self.n, min(self.n, _KMEANS_SAMPLE), replace=False))
+        pick = np.sort(np.random.default_rng(seed).choice(self.n, min(self.n, _FIT_ROWS), replace=False))
         sample = self.rows.numpy()[pick].astype(np.float64)
         _, vectors = np.linalg.eigh(sample.T @ sample)
         self.V, _ = np.linalg.qr(vectors[:, ::-1][:, :self.rank])
@@ -160,8 +159,8 @@ class PrunedSearch:
         self.pad = 1e-6 + math.sqrt(self.rank * drift)  # |x_R| computed as sqrt(|x|^2 - |x_P|^2): V's drift covered
         self.augmented = torch.empty((self.n, self.rank + 1))
         self.norm_max = 0.0
-        for start in range(0, self.n, _KMEANS_SAMPLE):  # float64 in steps: 1.6M x 384 would be 4.9 GB at once
-            a64 = self.rows[start:start + _KMEANS_SAMPLE].numpy().astype(np.float64)
+        for start in range(0, self.n, _FIT_ROWS):  # float64 in steps: 1.6M x 384 would be 4.9 GB at once
+            a64 = self.rows[start:start + _FIT_ROWS].numpy().astype(np.float64)
             self.augmented[start:start + len(a64)] = torch.from_numpy(_augment(a64, self.V, self.pad))
             self.norm_max = max(self.norm_max, float(np.linalg.norm(a64, axis=1).max()) * (1 + 1e-12))
 
@@ -176,7 +175,7 @@ class PrunedSearch:
             torch.amax(augmented @ self.augmented[t * _TILE:(t + 1) * _TILE].T, dim=1, out=bounds[:, t])
         margin = (gamma(self.dim) + 2 * gamma(self.rank + 3)) * norms * self.norm_max * (1 + 1e-6) + 1e-30
         bounds = bounds.numpy().astype(np.float64)
-        return bounds + 1e-6 * np.abs(bounds) + margin[:, None]  # 1e-6: the float32 rounding of the amax itself
+        return bounds + 1e-6 * np.abs(bounds) + margin[:, None]  # 1e-6 relative: slack on top of the proven margins
 
     def _walk(self, queries, k, give_up):
         """(keys (n, k) or None, fraction of the product computed). With ``give_up``, returns None as soon as a
@@ -261,7 +260,7 @@ def _cells(rows, n_cells, seed):
     """k-means labels of every row and the cell centroids (scikit-learn, fitted on a sample)."""
     from sklearn.cluster import KMeans
 
-    pick = np.random.default_rng(seed).choice(len(rows), min(len(rows), _KMEANS_SAMPLE), replace=False)
+    pick = np.random.default_rng(seed).choice(len(rows), min(len(rows), _FIT_ROWS), replace=False)
     kmeans = KMeans(n_clusters=min(n_cells, len(pick)), init="random", n_init=1, max_iter=20, random_state=seed).fit(rows[pick])
     return _nearest(rows, kmeans.cluster_centers_.astype(np.float32)), kmeans.cluster_centers_
 
