@@ -63,6 +63,20 @@ def test_auto_nprobe_is_the_smallest_reaching_the_target_within_a_sixteenth(data
         assert recall_at(chosen - max(1, chosen // 16)) < 0.97
 
 
+def test_calibration_takes_raw_query_embeddings_and_refuses_the_wrong_shape(data):
+    import torch
+
+    images, texts, queries = data
+    model = AsifModel(images, texts, k=K, p=1, device="cpu")
+    unit = torch.nn.functional.normalize(torch.from_numpy(queries), dim=1)
+    options = dict(modality="image", nlist=64, target_recall=0.97)
+    by_unit = model.with_index("ivf-flat", calibration=unit, **options).index["image"].nprobe
+    raw = (queries * np.linspace(0.2, 30, len(queries))[:, None]).astype(np.float32)  # lengths do not matter
+    assert model.with_index("ivf-flat", calibration=raw, **options).index["image"].nprobe == by_unit
+    with pytest.raises(ValueError, match="calibration queries must be"):
+        model.with_index("ivf-flat", calibration=queries[:, :-1], **options)
+
+
 def test_an_hnsw_coarse_quantizer_finds_every_list_it_is_asked_to_probe():
     rng = np.random.default_rng(4)  # unclustered rows: a query's top k lie in many lists
     images = rng.standard_normal((30000, 32)).astype(np.float32)
