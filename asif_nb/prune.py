@@ -5,9 +5,12 @@ the query's current k-th best value never needs multiplying. ``PrunedSearch(anch
 
 - **layout**: scikit-learn's k-means splits the unit anchors into cells of about ``cell_size``; cells are placed next
   to similar cells (a second k-means, over the centroids, weighted by cell size) and the anchors copied in that
-  order, so a tile of 2,048 consecutive anchors holds similar ones. The unit of work stays the plain path's
-  (``topk.py``): a tile of exactly 2,048 anchors, the last one zero-padded, times a block of query rows padded to a
-  multiple of 16, so every similarity has the bits the plain fp32 path gives it;
+  order, so a tile of ``tile_size`` (256) consecutive anchors holds similar ones. A tile (the last one zero-padded)
+  meets a block of query rows padded to a multiple of 16. The plain path (``topk.py``) uses tiles of 2,048, but
+  MKL's sgemm gives a similarity the same bits in any product of at least 16 columns and 4 rows (measured), so
+  every similarity has the bits the plain fp32 path gives it. ``same_bits`` checks this at build on the machine's
+  BLAS; where it fails, the walk uses 2,048-wide tiles (a perfect bound would then still visit 0.31 of the product
+  on the real set, against 0.17 at 256);
 - **projection**: the top ``rank`` principal directions V of the anchors (float64 eigenvectors of their Gram matrix,
   orthonormal to 1e-12); each anchor keeps its projection a_P = V^T a and the norm of what is left, |a_R|.
 
@@ -20,11 +23,11 @@ float32 included); a pad of (1e-6 + sqrt(rank * drift)) |x| on each residual nor
 V's measured drift from orthonormality. A row needs a tile only when the largest bound over the tile's anchors
 reaches the row's running k-th value.
 
-**The walk**, per block of up to 2,048 query rows: each row first meets its best tile (rows grouped by that tile,
-one product per tile), which gives it a k-th value; then each tile is multiplied once by all the rows that still
-need it. The running top-k keys sort like the plain path's (value desc, index asc) and take a similarity equal to
-the k-th value too (anchors arrive out of index order), so the result — set, ties, values — is the plain path's,
-bit for bit.
+**The walk**, per block of up to 2,048 query rows: each row first meets its best tiles by bound, 4k anchors' worth
+(rows grouped by tile, one product per tile, one top-k per row over them all), which gives it a k-th value; then each
+tile is multiplied once by all the rows that still need it. The running top-k keys sort like the plain path's
+(value desc, index asc) and take a similarity equal to the k-th value too (anchors arrive out of index order), so the
+result — set, ties, values — is the plain path's, bit for bit.
 
 **When it does not pay** (unclustered anchors: every bound near the top): at build a sample of anchors, queried as
 rows, measures the fraction of the product the walk would do; above ``max_visited`` every call goes by the plain
@@ -34,8 +37,9 @@ product, so the walk wins below about 0.85 of the product). Each block also chec
 reports what the last call did (route, fraction of the (query, anchor) products computed).
 
 What it buys (``benchmarks/bench_model.py --only exact-routes``): on 56,109 real EfficientNet embeddings, 10,147
-queries, k=800, 0.74x the bare fp32 product against the plain path's 1.03x, visiting 0.59 of it (a perfect bound at
-the same tiles would still visit 0.31: a query's top 800 are spread that wide).
+queries, k=800, 0.59x the bare fp32 product against the plain path's 1.07x, visiting 0.41 of it (0.74x and 0.59 with
+2,048-wide tiles). A perfect bound at the same tiles would visit 0.17, and the walk visits what the bound allows:
+with each row's final k-th value known from the start it would still visit 0.40, so what is left is the bound.
 """
 from __future__ import annotations
 
@@ -52,8 +56,9 @@ __all__ = ["PrunedSearch"]
 _BLOCK = 2048  # query rows walked together: a tile is multiplied once by all the rows that need it (efficient products)
 _SAMPLE = 256  # anchors queried at build to decide whether pruning pays
 # a block gives up when more than this fraction of its (row, tile) pairs may still be needed after each row's first
-# tile: on the real-embedding set that estimate was 0.68-0.82 where the walk then did 0.54-0.69 of the product
+# tiles (an overestimate: k-th values rise as the walk goes; on the real set the walk then does about 0.4 of it)
 _GIVE_UP = 0.9
+_FIRST = 4  # each row's first tiles hold 4k anchors: a higher k-th value to start from (2k: 0.64x, 4k: 0.59x)
 _FIT_ROWS = 32768  # rows k-means and the projection are fitted on (all rows are then assigned / projected)
 
 
@@ -104,6 +109,13 @@ class RunningBest:
         self.kth[full] = decode_keys(self.keys[full].min(axis=1))[0]
         self.pending, self.counts[:] = [], 0
 
+    def start(self, keys, seen):
+        """Begin from each row's candidate keys (n, c) int64 (``_EMPTY`` where none), ``seen`` (n,) real ones each."""
+        self.keys = torch.topk(torch.from_numpy(keys), self.k, dim=1, sorted=False).values.numpy()
+        self.seen[:] = seen
+        full = np.flatnonzero(self.seen >= self.k)
+        self.kth[full] = decode_keys(self.keys[full].min(axis=1))[0]
+
     def result(self):
         self._merge()
         return self.keys
@@ -114,6 +126,7 @@ class PrunedSearch:
 
     ``anchors``: the model's ``topk.Anchors`` of one modality. ``rank``: directions of the projection (default
     d / 10: the bound costs about a tenth of the product). ``cell_size``: anchors per k-means cell of the layout.
+    ``tile_size``: anchors per product (16 to 2,048; 2,048 where ``same_bits`` finds the BLAS rounding by shape).
     ``max_visited``: the fraction of the product above which pruning does not pay and the plain path answers.
     ``k``: the k the build-time check assumes (the model's). ``force=True`` keeps the pruned walk even where it does
     not pay (for tests and benchmarks). Only on the CPU: on a GPU the plain path answers (its product is cheap there,
@@ -122,7 +135,8 @@ class PrunedSearch:
 
     kind, exact = "pruned", True
 
-    def __init__(self, anchors, rank=None, cell_size=128, max_visited=0.75, k=800, force=False, seed=0):
+    def __init__(self, anchors, rank=None, cell_size=128, tile_size=256, max_visited=0.75, k=800, force=False,
+                 seed=0):
         self.n, self.dim, self.max_visited, self.force = anchors.n, anchors.dim, float(max_visited), bool(force)
         self.last = {}
         started = time.perf_counter()
@@ -131,8 +145,11 @@ class PrunedSearch:
             self.pays, self.build = False, {"seconds": 0.0, "reason": "GPU or a single tile: the plain path answers"}
             return
         rows = anchors.materialise().numpy()
+        if isinstance(tile_size, bool) or not isinstance(tile_size, int) or not 16 <= tile_size <= _TILE:
+            raise ValueError(f"tile_size={tile_size!r} must be an int from 16 to {_TILE} (anchors per product).")
+        self.tile_size = tile_size if same_bits(torch.from_numpy(rows[:_TILE]), tile_size) else _TILE
         labels, centroids = _cells(rows, max(1, round(self.n / cell_size)), seed)
-        self.order, _ = _layout(labels, centroids, math.ceil(self.n / _TILE), seed)  # position -> anchor index
+        self.order, _ = _layout(labels, centroids, math.ceil(self.n / self.tile_size), seed)  # position -> anchor index
         self.rows = torch.from_numpy(np.ascontiguousarray(rows[self.order]))
         self.rank = int(rank or max(8, round(self.dim / 10)))
         if not 1 <= self.rank <= self.dim:
@@ -140,8 +157,9 @@ class PrunedSearch:
                 raise ValueError(f"rank={rank} must be between 1 and the anchors' dimension {self.dim}.")
             self.rank = self.dim
         self._project(seed)
-        self.tiles = math.ceil(self.n / _TILE)
-        self.build = {"seconds": 0.0, "rank": self.rank, "cells": len(np.unique(labels)), "tiles": self.tiles}
+        self.tiles = math.ceil(self.n / self.tile_size)
+        self.build = {"seconds": 0.0, "rank": self.rank, "cells": len(np.unique(labels)), "tiles": self.tiles,
+                      "tile_size": self.tile_size}
         sample = self.rows[torch.from_numpy(np.linspace(0, self.n - 1, min(_SAMPLE, self.n)).round().astype(np.int64))]
         _, fraction = self._walk(sample, min(k, self.n), give_up=False)
         self.pays = fraction <= self.max_visited
@@ -171,8 +189,9 @@ class PrunedSearch:
         norms = np.linalg.norm(q64, axis=1)
         augmented = torch.from_numpy(_augment(q64, self.V, self.pad))
         bounds = torch.empty((queries.shape[0], self.tiles))
+        w = self.tile_size
         for t in range(self.tiles):
-            torch.amax(augmented @ self.augmented[t * _TILE:(t + 1) * _TILE].T, dim=1, out=bounds[:, t])
+            torch.amax(augmented @ self.augmented[t * w:(t + 1) * w].T, dim=1, out=bounds[:, t])
         margin = (gamma(self.dim) + 2 * gamma(self.rank + 3)) * norms * self.norm_max * (1 + 1e-6) + 1e-30
         bounds = bounds.numpy().astype(np.float64)
         return bounds + 1e-6 * np.abs(bounds) + margin[:, None]  # 1e-6 relative: slack on top of the proven margins
@@ -197,37 +216,47 @@ class PrunedSearch:
         bounds = self.tile_bounds(queries)
         best = RunningBest(b, k)
         buffer = torch.empty((_ROW_MULTIPLE * math.ceil(b / _ROW_MULTIPLE), self.dim))
-        sims = torch.empty((buffer.shape[0], _TILE))
+        sims = torch.empty((buffer.shape[0], self.tile_size))
         todo = np.ones((b, self.tiles), dtype=bool)
-        work = 0
 
         def multiply(t, need):
+            """Rows ``need`` (increasing) times tile t: their float32 similarities and the tile's anchor indices."""
             m = _ROW_MULTIPLE * math.ceil(need.size / _ROW_MULTIPLE)
             torch.index_select(queries, 0, torch.from_numpy(need), out=buffer[:need.size])
             buffer[need.size:m] = 0
-            start, stop = t * _TILE, min((t + 1) * _TILE, self.n)
+            start, stop = t * self.tile_size, min((t + 1) * self.tile_size, self.n)
             torch.matmul(buffer[:m], self._tile(t).T, out=sims[:m])
-            best.add(need, sims[:need.size, :stop - start].numpy(), self.order[start:stop])
             todo[need, t] = False
-            return need.size * (stop - start)
+            return sims[:need.size, :stop - start].numpy(), self.order[start:stop]
 
-        first = bounds.argmax(axis=1)  # each row's most promising tile: a k-th value before anything is skipped
+        # each row's most promising tiles, _FIRST k anchors' worth, into one (b, n_first, w) block of keys: one top-k
+        # per row then gives its k-th value before anything is skipped (fed tile by tile, the merges cost 1.2 s of 8)
+        w, n_first = self.tile_size, min(self.tiles, math.ceil(_FIRST * k / self.tile_size))
+        first = np.argpartition(-bounds, n_first - 1, axis=1)[:, :n_first]
+        keys = np.full((b, n_first, w), _EMPTY, dtype=np.int64)
+        seen = np.zeros(b, dtype=np.int64)
         for t in np.unique(first):
-            work += multiply(t, np.flatnonzero(first == t))
-        best.result()  # merge, so every row's k-th value is current
+            rows, slots = np.nonzero(first == t)
+            values, columns = multiply(t, rows)
+            keys[rows, slots, :len(columns)] = encode_keys(values, columns)
+            seen[rows] += len(columns)
+        best.start(keys.reshape(b, n_first * w), seen)
+        work = int(seen.sum())
         needed = todo & (bounds >= best.kth[:, None])
-        if give_up and (needed.sum() + b) / (b * self.tiles) > _GIVE_UP:
+        if give_up and (needed.sum() + b * n_first) / (b * self.tiles) > _GIVE_UP:
             return None
         for t in np.argsort(-needed.sum(axis=0), kind="stable"):  # tiles most rows need first: k-th values rise
             need = np.flatnonzero(todo[:, t] & (bounds[:, t] >= best.kth))
             if need.size:
-                work += multiply(t, need)
+                values, columns = multiply(t, need)
+                best.add(need, values, columns)
+                work += values.size
         return best.result(), work
 
     def _tile(self, t):
-        tile = self.rows[t * _TILE:(t + 1) * _TILE]
-        if tile.shape[0] < _TILE:  # zero-padded like the plain path's last tile: same product shape, same rounding
-            tile = torch.cat([tile, tile.new_zeros(_TILE - tile.shape[0], self.dim)])
+        tile = self.rows[t * self.tile_size:(t + 1) * self.tile_size]
+        if tile.shape[0] < self.tile_size:  # zero-padded like the plain path's last tile: same product shape
+            tile = torch.cat([tile, tile.new_zeros(self.tile_size - tile.shape[0], self.dim)])
         return tile
 
     def topk_keys(self, queries, k, plain):
@@ -248,6 +277,25 @@ class PrunedSearch:
         return f"PrunedSearch({self.n} anchors, rank {self.build.get('rank', 0)}, {state})"
 
 
+def same_bits(rows, width, seed=0):
+    """Whether this machine's BLAS gives each similarity the same bits in a (m, ``width``) product, m a multiple of
+    16, as in the plain path's (rows, 2,048) one (``topk.py``), checked on ``rows`` (2,048, d) float32 as queries and
+    anchors: every m the walk can use from 16 to 256 and some above, at the first, a middle and the last columns.
+    MKL's sgemm does from 16 columns and 4 rows up (measured); where this is False the walk uses 2,048-wide tiles."""
+    if width == _TILE:
+        return True
+    rows = rows[:_TILE]
+    full = torch.matmul(rows, rows.T)
+    rng = np.random.default_rng(seed)
+    for m in [*range(16, 257, 16), 512, 1008, len(rows) - len(rows) % 16]:
+        pick = torch.from_numpy(np.sort(rng.choice(len(rows), min(m, len(rows)), replace=False)))
+        for start in {0, (len(rows) // 2) // width * width, max(0, len(rows) - width)}:
+            part = torch.matmul(rows[pick], rows[start:start + width].T)
+            if not torch.equal(part, full[pick][:, start:start + width]):
+                return False
+    return True
+
+
 def _augment(rows64, V, pad):
     """[x_P, |x_R| + pad |x|] (float32) of float64 rows x: the projection and (an upper bound on) the residual norm."""
     projected = rows64 @ V
@@ -261,7 +309,8 @@ def _cells(rows, n_cells, seed):
     from sklearn.cluster import KMeans
 
     pick = np.random.default_rng(seed).choice(len(rows), min(len(rows), _FIT_ROWS), replace=False)
-    kmeans = KMeans(n_clusters=min(n_cells, len(pick)), init="random", n_init=1, max_iter=20, random_state=seed).fit(rows[pick])
+    kmeans = KMeans(n_clusters=min(n_cells, len(pick)), init="random", n_init=1, max_iter=20,
+                    random_state=seed).fit(rows[pick])
     return _nearest(rows, kmeans.cluster_centers_.astype(np.float32)), kmeans.cluster_centers_
 
 

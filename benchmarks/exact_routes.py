@@ -31,7 +31,7 @@ def _floor(backend, reference):
         return 1.0
     position = np.empty(backend.n, dtype=np.int64)
     position[backend.order] = np.arange(backend.n)
-    tile = position[reference.indices] // 2048
+    tile = position[reference.indices] // backend.tile_size
     rows = np.repeat(np.arange(reference.shape[0]), np.diff(reference.indptr))
     return np.unique(rows * backend.tiles + tile).size / (reference.shape[0] * backend.tiles)
 
@@ -48,7 +48,8 @@ def _route_vs_gemm(anchors, queries, k, best_of, label):
     last, build = backend.last, backend.build
     ratio, plain_ratio = wall["pruned"] / wall["gemm"], wall["plain"] / wall["gemm"]
     print(f"pruned exact top-k, {label}: {len(queries)} queries x {len(anchors)} anchors x {anchors.shape[1]}, k={k}: "
-          f"build {build['seconds']:.1f} s, rank {build.get('rank', 0)}, a build sample would visit "
+          f"build {build['seconds']:.1f} s, rank {build.get('rank', 0)}, tiles of {build.get('tile_size', 0)} "
+          f"anchors, a build sample would visit "
           f"{build.get('sample_visited', 1.0):.3f}; route {last['route']}, visited {last['visited']:.3f} of the "
           f"products "
           f"(a perfect bound, at the same tiles: {_floor(backend, reference):.3f}); time / bare fp32 GEMM "

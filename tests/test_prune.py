@@ -36,13 +36,28 @@ def test_ties_go_to_the_lowest_anchor_index_when_anchors_arrive_out_of_order(clu
         plain.k = pruned.k = k
         same_csr(pruned.encode_image(queries), plain.encode_image(queries))
         same_csr(pruned.encode_image(images[:50]), plain.encode_image(images[:50]))  # anchors as queries: sims of 1
-        # a cluster holds ~1,600 anchors: up to k=100 the walk skips tiles; k=2500 needs them all (plain path)
-        assert pruned.index["image"].last["route"] == ("pruned" if k <= 100 else "plain (the bounds did not prune)")
+        # a cluster holds ~1,600 anchors, spread over 256-anchor tiles: even k=2500 leaves tiles to skip
+        assert pruned.index["image"].last["route"] == "pruned"
     forced = plain.with_index("pruned", force=True)  # k beyond one tile through the walk: k-th values start at -inf
     for k in (2100, 2500):
         plain.k = forced.k = k
         same_csr(forced.encode_image(queries), plain.encode_image(queries))
         assert forced.index["image"].last["route"] == "pruned"
+
+
+def test_where_the_blas_rounds_by_shape_the_walk_keeps_the_plain_paths_tiles(clustered_pairs, same_csr,
+                                                                             monkeypatch):
+    import asif_nb.prune as prune
+
+    images, texts, queries, _ = clustered_pairs(N, n_queries=100, seed=7)
+    plain, pruned = _pair(images, texts, k=60)
+    assert pruned.index["image"].build["tile_size"] == pruned.index["image"].tile_size
+    monkeypatch.setattr(prune, "same_bits", lambda rows, width: False)  # as if a narrow product rounded differently
+    plain, coarse = _pair(images, texts, k=60)
+    backend = coarse.index["image"]
+    assert backend.tile_size == 2048 and backend.tiles == 7
+    same_csr(coarse.encode_image(queries), plain.encode_image(queries))
+    assert backend.last["route"] == "pruned"
 
 
 def test_unclustered_anchors_are_answered_by_the_plain_path(pair_data, same_csr):
@@ -122,8 +137,8 @@ def test_tile_bounds_are_never_below_a_similarity_the_plain_path_computes(cluste
     import torch
 
     bounds = backend.tile_bounds(torch.from_numpy(rows))
-    sims = rows @ backend.rows.numpy().T  # the anchors in the route's layout, tile t = columns [2048 t, 2048 (t+1))
-    tile_max = np.maximum.reduceat(sims, np.arange(0, backend.n, 2048), axis=1)
+    sims = rows @ backend.rows.numpy().T  # the anchors in the route's layout, tile t = columns [w t, w (t+1))
+    tile_max = np.maximum.reduceat(sims, np.arange(0, backend.n, backend.tile_size), axis=1)
     assert bounds.shape == tile_max.shape and (bounds >= tile_max).all()
     assert np.median(bounds - tile_max) < 0.5 * np.abs(scale)  # and tight enough to skip something
 
@@ -138,7 +153,7 @@ def test_tile_bounds_hold_where_they_are_tight_anchors_inside_the_projection():
     backend = pruned.index["image"]
     rows = backend.rows.numpy()[::7]  # the anchors themselves: each row's best similarity is its own, 1
     bounds = backend.tile_bounds(torch.from_numpy(rows))
-    tile_max = np.maximum.reduceat(rows @ backend.rows.numpy().T, np.arange(0, backend.n, 2048), axis=1)
+    tile_max = np.maximum.reduceat(rows @ backend.rows.numpy().T, np.arange(0, backend.n, backend.tile_size), axis=1)
     assert (bounds >= tile_max).all()
     assert (bounds - tile_max).max() < 1e-3  # the bound is tight here, so only the margins keep it above
 
