@@ -4,7 +4,8 @@ when a goal is missed. Needs the extra: pip install "asif_nb[scale]". Minutes to
 1. FAISS against the exact path, same queries, k=800: at 1.6M synthetic anchors (float16 memmap on disk, d=384,
    clustered like real embeddings) and at --big anchors (default 10M: 7.7 GB on disk): recall of the top-k set,
    zero-shot accuracy change, speed-up of encode_image (the step the index replaces; the prompts' side stays exact),
-   peak RSS (memory-mapped anchor pages included), build time, index bytes, queries/s.
+   peak RSS (memory-mapped anchor pages included), build time, index bytes, queries/s. Times: best of two runs each
+   (exact, build, index, exact, index), as bench_model.py takes the best of its runs.
    Goals at 1.6M: recall >= 0.95, |accuracy change| <= 0.5 points, >= 10x faster than exact.
    Also the demo's evaluation sets over the demo anchors, nprobe calibrated on each set's own queries: recall and
    accuracy change (goals as above, no speed goal: 5k anchors).
@@ -89,18 +90,21 @@ def faiss_rows(n, work, kind, n_queries):
     print(f"  data: {n:,} anchors x {DIM}+{TEXT_DIM} float16 on disk ({(images.nbytes + texts.nbytes) / 2**30:.1f} "
           f"GiB), ready in {time.perf_counter() - started:.0f} s", flush=True)
     model = AsifModel(images, texts, k=K, p=8, device="cpu")
-    t0 = time.perf_counter()
-    model.encode_image(queries)  # the step an index replaces (the 100 prompts' side stays exact in both)
-    exact_s = time.perf_counter() - t0
+
+    def seconds(encode):
+        t0 = time.perf_counter()
+        encode(queries)
+        return time.perf_counter() - t0
+
+    exact_s = seconds(model.encode_image)  # the step an index replaces (the 100 prompts' side stays exact in both)
     exact_pred, _ = model.classify(queries, prompts)
     exact_peak = peak_gib()
     t0 = time.perf_counter()
     fast = model.with_index(kind, modality="image")
     build_s = time.perf_counter() - t0
     backend = fast.index["image"]
-    t0 = time.perf_counter()
-    fast.encode_image(queries)
-    fast_s = time.perf_counter() - t0
+    fast_s = seconds(fast.encode_image)
+    exact_s, fast_s = min(exact_s, seconds(model.encode_image)), min(fast_s, seconds(fast.encode_image))  # best of 2
     fast_pred, _ = fast.classify(queries, prompts)
     unit = torch.nn.functional.normalize(torch.as_tensor(queries), dim=1)
     exact_keys = next(iter(running_topk(unit, backend.anchors, K, [n])))[1]

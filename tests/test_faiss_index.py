@@ -107,6 +107,21 @@ def test_ivf_pq_over_a_float16_memmap_saved_and_loaded(data, tmp_path):
     assert np.array_equal(first.indices, second.indices) and np.array_equal(first.data, second.data)
 
 
+def test_memmap_candidates_get_the_plain_paths_cosines(data, tmp_path):
+    images, texts, queries = data
+    path = tmp_path / "images.f16"
+    disk = np.memmap(path, dtype=np.float16, mode="w+", shape=images.shape)
+    disk[:] = images
+    disk.flush()
+    disk = np.memmap(path, dtype=np.float16, mode="r", shape=images.shape)
+    model = AsifModel(disk, texts, k=K, p=1, device="cpu")
+    want = model.encode_image(queries)
+    every_list = model.with_index("ivf-flat", modality="image", nlist=16, nprobe=16)  # exhaustive: the same sets
+    got = every_list.encode_image(queries)
+    assert np.array_equal(got.indices, want.indices)
+    np.testing.assert_allclose(got.data, want.data, rtol=1e-5, atol=1e-7)
+
+
 def test_a_prefix_limit_keeps_to_the_first_anchors(data):
     import torch
 
