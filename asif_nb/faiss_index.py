@@ -93,29 +93,38 @@ def gather_rows(anchors, index):
     return _read(anchors.raw, index) / norms[:, None]
 
 
-def _read(raw, index):
+def torch_view(raw):
+    """A torch tensor over a memmap's pages (no copy), or None (a bundle, or strides torch cannot take). Make it on one
+    thread and pass it to ``cosines``: silencing torch's read-only warning swaps the process's warning filters."""
+    if not isinstance(raw, np.ndarray) or any(stride < 0 for stride in raw.strides):
+        return None
+    with warnings.catch_warnings():  # a read-only memmap: the view is only read
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(raw)
+
+
+def _read(raw, index, view=None):
     """Raw rows ``index`` of a memmap / bundle as float32. A memmap is read by torch's ``index_select`` on a view of it
     (0.18 s for 1,000 queries' 800 rows at 1.6M anchors, one thread, against 0.36 s for numpy's sorted ``take``)."""
-    if isinstance(raw, np.ndarray):
-        with warnings.catch_warnings():  # a read-only memmap: the view is only read
-            warnings.simplefilter("ignore", UserWarning)
-            view = torch.from_numpy(raw)
+    view = torch_view(raw) if view is None else view
+    if view is not None:
         return view.index_select(0, torch.from_numpy(index)).to(torch.float32)
     order = np.argsort(index, kind="stable")  # a bundle's take reads its shards in order
-    chunk = raw.take(index[order])
+    chunk = np.asarray(raw[index[order]]) if isinstance(raw, np.ndarray) else raw.take(index[order])
     rows = np.empty_like(chunk)
     rows[order] = chunk
     return torch.from_numpy(rows).to(torch.float32)
 
 
-def cosines(anchors, ids, queries):
-    """float32 cosines (r, c) of unit ``queries`` (r, d) with anchors ``ids`` (r, c) of ``topk.Anchors``; a memmap's
-    rows are divided by their norms after the dot product (r c divisions, not r c d). The r c rows meet all r queries
-    in one GEMM and each keeps its own query's column: r times the products of r matrix-vector ones, yet faster
-    (0.15 against 0.32 s for 1,000 queries' 800 rows, d=384, r=8, one thread)."""
+def cosines(anchors, ids, queries, view=None):
+    """float32 cosines (r, c) of unit ``queries`` (r, d) with anchors ``ids`` (r, c) of ``topk.Anchors`` (``view``:
+    ``torch_view`` of a memmap's raw rows, made once by the caller); a memmap's rows are divided by their norms after
+    the dot product (r c divisions, not r c d). The r c rows meet all r queries in one GEMM and each keeps its own
+    query's column: r times the products of r matrix-vector ones, yet faster (0.15 against 0.32 s for 1,000 queries'
+    800 rows, d=384, r=8, one thread)."""
     r, c = ids.shape
     flat = np.ascontiguousarray(ids, dtype=np.int64).ravel()
-    rows = gather_rows(anchors, flat) if anchors.raw is None else _read(anchors.raw, flat)
+    rows = gather_rows(anchors, flat) if anchors.raw is None else _read(anchors.raw, flat, view)
     dots = (rows @ queries.T).reshape(r, c, r).diagonal(dim1=0, dim2=2).T
     if anchors.raw is not None:
         dots = dots / anchors.norms.cpu()[torch.from_numpy(flat)].reshape(r, c)
@@ -209,7 +218,8 @@ class FaissSearch:
         if queries is None:
             pick = np.linspace(0, self.n - 1, min(_CALIBRATION, self.n)).round().astype(np.int64)
             queries = gather_rows(self.anchors, pick)
-        queries = torch.as_tensor(np.asarray(queries), dtype=torch.float32)
+        queries = (queries.detach().cpu() if isinstance(queries, torch.Tensor) else torch.from_numpy(np.asarray(
+            queries))).to(torch.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim or not len(queries):
             raise ValueError(f"calibration queries must be a non-empty (n, {self.dim}) array of this modality's "
                              f"embeddings, not shape {tuple(queries.shape)}.")
@@ -275,11 +285,12 @@ class FaissSearch:
         threads as torch uses on the CPU (the gathers and products release the GIL: 0.33 -> 0.21-0.25 s per 1,000
         queries at 1.6M anchors on two cores)."""
         values = np.full(ids.shape, -np.inf, dtype=np.float32)
+        view = torch_view(self.anchors.raw)  # here, not in the workers (see torch_view)
 
         def rescore(rows):
             chosen = ids[rows]
             filled = np.where(chosen >= 0, chosen, chosen[:, :1])  # a missing candidate repeats the row's first
-            sims = cosines(self.anchors, filled, block[torch.from_numpy(rows)])
+            sims = cosines(self.anchors, filled, block[torch.from_numpy(rows)], view)
             values[rows] = np.where(chosen >= 0, sims, -np.inf)
 
         groups = [good[s:s + _RESCORE_ROWS] for s in range(0, good.size, _RESCORE_ROWS)]

@@ -10,7 +10,7 @@ the query's current k-th best value never needs multiplying. ``PrunedSearch(anch
   MKL's sgemm gives a similarity the same bits in any product of at least 16 columns and 4 rows (measured), so
   every similarity has the bits the plain fp32 path gives it. ``same_bits`` checks this at build on the machine's
   BLAS; where it fails, the walk uses 2,048-wide tiles (a perfect bound would then still visit 0.31 of the product
-  on the real set, against 0.17 at 256);
+  on the real set, against 0.17 at 256), and where even those round by row count, the plain path answers;
 - **projection**: the top ``rank`` principal directions V of the anchors (float64 eigenvectors of their Gram matrix,
   orthonormal to 1e-12); each anchor keeps its projection a_P = V^T a and the norm of what is left, |a_R|.
 
@@ -37,9 +37,9 @@ product, so the walk wins below about 0.85 of the product). Each block also chec
 reports what the last call did (route, fraction of the (query, anchor) products computed).
 
 What it buys (``benchmarks/bench_model.py --only exact-routes``): on 56,109 real EfficientNet embeddings, 10,147
-queries, k=800, 0.59x the bare fp32 product against the plain path's 1.07x, visiting 0.41 of it (0.74x and 0.59 with
-2,048-wide tiles). A perfect bound at the same tiles would visit 0.17, and the walk visits what the bound allows:
-with each row's final k-th value known from the start it would still visit 0.40, so what is left is the bound.
+queries, k=800, 0.54-0.59x the bare fp32 product against the plain path's 0.98-1.07x, visiting 0.41 of it (0.74x,
+0.59 with 2,048-wide tiles). A perfect bound at the same tiles would visit 0.17, and the walk visits what the bound
+allows: with each row's final k-th value known from the start it would still visit 0.40; what is left is the bound.
 """
 from __future__ import annotations
 
@@ -147,10 +147,16 @@ class PrunedSearch:
         rows = anchors.materialise().numpy()
         if isinstance(tile_size, bool) or not isinstance(tile_size, int) or not 16 <= tile_size <= _TILE:
             raise ValueError(f"tile_size={tile_size!r} must be an int from 16 to {_TILE} (anchors per product).")
-        self.tile_size = tile_size if same_bits(torch.from_numpy(rows[:_TILE]), tile_size) else _TILE
+        probe = torch.from_numpy(rows[:_TILE]).clone()  # torch's own (aligned) memory, like the walk's operands
+        fits = same_bits(probe, tile_size)
+        self.tile_size = tile_size if fits else _TILE
+        if not (fits or same_bits(probe, _TILE)):  # this BLAS rounds by row count too: bits cannot be pinned
+            self.built, self.pays = False, False
+            self.build = {"seconds": time.perf_counter() - started, "reason": "the BLAS rounds by shape: plain path"}
+            return
         labels, centroids = _cells(rows, max(1, round(self.n / cell_size)), seed)
         self.order, _ = _layout(labels, centroids, math.ceil(self.n / self.tile_size), seed)  # position -> anchor index
-        self.rows = torch.from_numpy(np.ascontiguousarray(rows[self.order]))
+        self.rows = torch.from_numpy(rows).index_select(0, torch.from_numpy(self.order))  # torch-allocated, aligned
         self.rank = int(rank or max(8, round(self.dim / 10)))
         if not 1 <= self.rank <= self.dim:
             if rank:
@@ -232,6 +238,8 @@ class PrunedSearch:
         # each row's most promising tiles, _FIRST k anchors' worth, into one (b, n_first, w) block of keys: one top-k
         # per row then gives its k-th value before anything is skipped (fed tile by tile, the merges cost 1.2 s of 8)
         w, n_first = self.tile_size, min(self.tiles, math.ceil(_FIRST * k / self.tile_size))
+        if give_up and n_first > _GIVE_UP * self.tiles:  # k that large: the first tiles alone are nearly everything
+            return None
         first = np.argpartition(-bounds, n_first - 1, axis=1)[:, :n_first]
         keys = np.full((b, n_first, w), _EMPTY, dtype=np.int64)
         seen = np.zeros(b, dtype=np.int64)
@@ -243,7 +251,7 @@ class PrunedSearch:
         best.start(keys.reshape(b, n_first * w), seen)
         work = int(seen.sum())
         needed = todo & (bounds >= best.kth[:, None])
-        if give_up and (needed.sum() + b * n_first) / (b * self.tiles) > _GIVE_UP:
+        if give_up and needed.sum() > _GIVE_UP * b * self.tiles:  # what is left, not what is done, decides
             return None
         for t in np.argsort(-needed.sum(axis=0), kind="stable"):  # tiles most rows need first: k-th values rise
             need = np.flatnonzero(todo[:, t] & (bounds[:, t] >= best.kth))
@@ -278,18 +286,19 @@ class PrunedSearch:
 
 
 def same_bits(rows, width, seed=0):
-    """Whether this machine's BLAS gives each similarity the same bits in a (m, ``width``) product, m a multiple of
-    16, as in the plain path's (rows, 2,048) one (``topk.py``), checked on ``rows`` (2,048, d) float32 as queries and
-    anchors: every m the walk can use from 16 to 256 and some above, at the first, a middle and the last columns.
-    MKL's sgemm does from 16 columns and 4 rows up (measured); where this is False the walk uses 2,048-wide tiles."""
-    if width == _TILE:
-        return True
-    rows = rows[:_TILE]
+    """Whether this machine's BLAS gives each similarity the same bits in a (m, ``width``) product of gathered rows, m
+    a multiple of 16, as in the plain path's (2,048, 2,048) one (``topk.py``), checked on ``rows`` (2,048, d) float32
+    in torch's memory, as queries and anchors. Narrower tiles: every m from 16 to 2,048 at the first columns, and at a
+    middle and the last columns for m up to 256 (0.8 s at d=1,280); 2,048-wide ones (the plain path's): m up to 256
+    and three larger. MKL's sgemm gives the same bits from 16 columns and 4 rows up (measured); where a check fails
+    the walk uses 2,048-wide tiles, and where that fails too the plain path answers."""
     full = torch.matmul(rows, rows.T)
     rng = np.random.default_rng(seed)
-    for m in [*range(16, 257, 16), 512, 1008, len(rows) - len(rows) % 16]:
-        pick = torch.from_numpy(np.sort(rng.choice(len(rows), min(m, len(rows)), replace=False)))
-        for start in {0, (len(rows) // 2) // width * width, max(0, len(rows) - width)}:
+    counts = range(16, len(rows) + 1, 16) if width < len(rows) else [*range(16, 257, 16), 512, 1008, len(rows)]
+    for m in counts:
+        pick = torch.from_numpy(np.sort(rng.choice(len(rows), m, replace=False)))
+        starts = {0, (len(rows) // 2) // width * width, max(0, len(rows) - width)} if m <= 256 else {0}
+        for start in starts:
             part = torch.matmul(rows[pick], rows[start:start + width].T)
             if not torch.equal(part, full[pick][:, start:start + width]):
                 return False

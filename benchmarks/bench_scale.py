@@ -120,9 +120,9 @@ def faiss_rows(n, work, kind, n_queries):
 
 def demo_rows(kind):
     """The demo's eval sets over the demo anchors, one index. For each set nprobe is calibrated again on a sample of
-    that set's queries (every 4th, at most 64), as a user would for each workload: anchors queried as rows
-    overestimate the recall of queries unlike the anchors (``FaissSearch.calibrate``). Recall and accuracy are
-    measured on every query, and recall also on the queries the calibration did not see."""
+    that set's queries (a quarter of them, at most 64, spread over the set), as a user would for each workload:
+    anchors queried as rows overestimate the recall of queries unlike the anchors (``FaissSearch.calibrate``). Recall
+    and accuracy are measured on every query, recall also on the queries the calibration did not see (the goal)."""
     import torch
 
     from asif_nb import AsifModel, load_collection, load_eval, load_image_encoder, load_text_encoder
@@ -140,7 +140,8 @@ def demo_rows(kind):
     fast = model.with_index(kind, modality="image")
     backend = fast.index["image"]
     for name, embedded in sets.items():
-        seen = np.arange(0, len(embedded.images), 4)[:64]
+        seen = np.unique(np.linspace(0, len(embedded.images) - 1, min(64, -(-len(embedded.images) // 4))).round()
+                         .astype(np.int64))  # spread over the set (sets may be sorted by class)
         backend.calibrate(model.k, np.asarray(embedded.images, dtype=np.float32)[seen])
         unit = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embedded.images, dtype=np.float32)), dim=1)
         exact_keys = next(iter(running_topk(unit, backend.anchors, model.k, [backend.n])))[1]
@@ -258,7 +259,7 @@ def main():
                       f"{row['anchors']} anchors: recall {row['recall']:.3f} ({row['recall_unseen']:.3f} on queries "
                       f"the calibration did not see); acc1 {row['acc_exact']:.2f} % exact, {row['acc_index']:.2f} % "
                       "index", flush=True)
-                if row["recall"] < 0.95 or abs(row["acc_index"] - row["acc_exact"]) > 0.5:
+                if row["recall_unseen"] < 0.95 or abs(row["acc_index"] - row["acc_exact"]) > 0.5:
                     failed.append(f"demo-{row['set']}")
         if args.only in (None, "ray"):
             for row in child(["ray", args.work / "ray", 4, 500 // min(scale, 10)]):

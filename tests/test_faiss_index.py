@@ -116,10 +116,38 @@ def test_memmap_candidates_get_the_plain_paths_cosines(data, tmp_path):
     disk = np.memmap(path, dtype=np.float16, mode="r", shape=images.shape)
     model = AsifModel(disk, texts, k=K, p=1, device="cpu")
     want = model.encode_image(queries)
-    every_list = model.with_index("ivf-flat", modality="image", nlist=16, nprobe=16)  # exhaustive: the same sets
+    # every list, and SQ8 codes: candidates rescored from the memmap (a flat index's own scores are not rescored)
+    every_list = model.with_index("ivf-sq8", modality="image", nlist=16, nprobe=16, refine=2)
+    assert every_list.index["image"].rescore
     got = every_list.encode_image(queries)
     assert np.array_equal(got.indices, want.indices)
     np.testing.assert_allclose(got.data, want.data, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("where", ["memory", "memmap", "reversed memmap"])
+def test_candidate_cosines_are_each_rows_own_dot_products(data, tmp_path, where):
+    import torch
+
+    from asif_nb.faiss_index import cosines, torch_view
+
+    images, texts, queries = data
+    source = images
+    if where != "memory":
+        disk = np.memmap(tmp_path / "images.f16", dtype=np.float16, mode="w+", shape=images.shape)
+        disk[:] = images
+        disk.flush()
+        source = np.memmap(tmp_path / "images.f16", dtype=np.float16, mode="r", shape=images.shape)
+        source = source[::-1] if where == "reversed memmap" else source  # strides torch cannot view
+    anchors = AsifModel(source, texts, k=K, device="cpu")._images
+    rows = np.asarray(source, dtype=np.float64)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    rng = np.random.default_rng(9)
+    for r in (1, 3, 8):
+        q = torch.nn.functional.normalize(torch.from_numpy(queries[:r]), dim=1)
+        ids = rng.integers(0, len(images), (r, 50))
+        got = cosines(anchors, ids, q, torch_view(anchors.raw) if anchors.raw is not None else None)
+        want = np.einsum("rcd,rd->rc", rows[ids], q.numpy().astype(np.float64))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_a_prefix_limit_keeps_to_the_first_anchors(data):

@@ -49,15 +49,35 @@ def test_where_the_blas_rounds_by_shape_the_walk_keeps_the_plain_paths_tiles(clu
                                                                              monkeypatch):
     import asif_nb.prune as prune
 
+    import torch
+
     images, texts, queries, _ = clustered_pairs(N, n_queries=100, seed=7)
     plain, pruned = _pair(images, texts, k=60)
-    assert pruned.index["image"].build["tile_size"] == pruned.index["image"].tile_size
-    monkeypatch.setattr(prune, "same_bits", lambda rows, width: False)  # as if a narrow product rounded differently
+    probe = torch.nn.functional.normalize(torch.from_numpy(images[:2048]), dim=1)
+    assert pruned.index["image"].tile_size == (256 if prune.same_bits(probe, 256) else 2048)
+    monkeypatch.setattr(prune, "same_bits", lambda rows, width: width == 2048)  # as if narrow products rounded apart
     plain, coarse = _pair(images, texts, k=60)
     backend = coarse.index["image"]
     assert backend.tile_size == 2048 and backend.tiles == 7
     same_csr(coarse.encode_image(queries), plain.encode_image(queries))
     assert backend.last["route"] == "pruned"
+    monkeypatch.setattr(prune, "same_bits", lambda rows, width: False)  # rounding by row count too: never pinned
+    plain, unpinned = _pair(images, texts, k=60, force=True)
+    same_csr(unpinned.encode_image(queries), plain.encode_image(queries))
+    assert unpinned.index["image"].last["route"] == "plain"
+
+
+def test_a_k_whose_first_tiles_are_nearly_all_gives_up_before_multiplying(clustered_pairs, same_csr, monkeypatch):
+    import asif_nb.prune as prune
+
+    images, texts, queries, _ = clustered_pairs(N, n_queries=60, seed=8)
+    plain, pruned = _pair(images, texts, k=60)
+    backend = pruned.index["image"]
+    tiles_multiplied, tile = [], prune.PrunedSearch._tile
+    monkeypatch.setattr(prune.PrunedSearch, "_tile", lambda self, t: tiles_multiplied.append(t) or tile(self, t))
+    plain.k = pruned.k = 3200  # 4k anchors' worth of first tiles is every tile
+    same_csr(pruned.encode_image(queries), plain.encode_image(queries))
+    assert backend.last["route"] == "plain (the bounds did not prune)" and tiles_multiplied == []
 
 
 def test_unclustered_anchors_are_answered_by_the_plain_path(pair_data, same_csr):
