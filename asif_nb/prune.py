@@ -300,7 +300,7 @@ def same_bits(rows, width, seed=0):
         starts = {0, (len(rows) // 2) // width * width, max(0, len(rows) - width)} if m <= 256 else {0}
         for start in starts:
             part = torch.matmul(rows[pick], rows[start:start + width].T)
-            if not torch.equal(part, full[pick][:, start:start + width]):
+            if not torch.equal(part, full[pick, start:start + width]):
                 return False
     return True
 

@@ -140,10 +140,10 @@ def demo_rows(kind):
     fast = model.with_index(kind, modality="image")
     backend = fast.index["image"]
     for name, embedded in sets.items():
-        seen = np.unique(np.linspace(0, len(embedded.images) - 1, min(64, -(-len(embedded.images) // 4))).round()
-                         .astype(np.int64))  # spread over the set (sets may be sorted by class)
-        backend.calibrate(model.k, np.asarray(embedded.images, dtype=np.float32)[seen])
-        unit = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embedded.images, dtype=np.float32)), dim=1)
+        images = np.asarray(embedded.images, dtype=np.float32)
+        seen = np.unique(np.linspace(0, len(images) - 1, min(64, -(-len(images) // 4))).round().astype(np.int64))
+        backend.calibrate(model.k, images[seen])  # a sample spread over the set (sets may be sorted by class)
+        unit = torch.nn.functional.normalize(torch.from_numpy(images), dim=1)
         exact_keys = next(iter(running_topk(unit, backend.anchors, model.k, [backend.n])))[1]
         approx_keys = backend.topk_keys(unit, model.k, None)
         unseen = np.setdiff1d(np.arange(len(unit)), seen)

@@ -49,9 +49,8 @@ def _route_vs_gemm(anchors, queries, k, best_of, label):
     ratio, plain_ratio = wall["pruned"] / wall["gemm"], wall["plain"] / wall["gemm"]
     print(f"pruned exact top-k, {label}: {len(queries)} queries x {len(anchors)} anchors x {anchors.shape[1]}, k={k}: "
           f"build {build['seconds']:.1f} s, rank {build.get('rank', 0)}, tiles of {build.get('tile_size', 0)} "
-          f"anchors, a build sample would visit "
-          f"{build.get('sample_visited', 1.0):.3f}; route {last['route']}, visited {last['visited']:.3f} of the "
-          f"products "
+          f"anchors, a build sample would visit {build.get('sample_visited', 1.0):.3f}; route {last['route']}, "
+          f"visited {last['visited']:.3f} of the products "
           f"(a perfect bound, at the same tiles: {_floor(backend, reference):.3f}); time / bare fp32 GEMM "
           f"{ratio:.3f} (plain path {plain_ratio:.3f}); bit-identical to the plain path: {same}")
     return ratio, plain_ratio, same, last
