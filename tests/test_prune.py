@@ -15,11 +15,13 @@ def _pair(images, texts, k, **index):
     return plain, plain.with_index("pruned", **index)
 
 
-def test_pruned_equals_the_plain_path_bit_for_bit_and_skips_most_of_the_product(clustered_pairs, same_csr):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_pruned_equals_the_plain_path_bit_for_bit_and_skips_most_of_the_product(clustered_pairs, same_csr,
+                                                                                   precision):
     images, texts, queries, prompts = clustered_pairs(N, n_queries=300)
-    plain, pruned = _pair(images, texts, k=60)
+    plain, pruned = _pair(images, texts, k=60, precision=precision)
     backend = pruned.index["image"]
-    assert backend.exact and backend.pays
+    assert backend.exact and backend.pays and backend.build["precision"] == precision
     same_csr(pruned.encode_image(queries), plain.encode_image(queries))
     assert backend.last["route"] == "pruned" and backend.last["visited"] < 0.5
     same_csr(pruned.encode_text(prompts), plain.encode_text(prompts))
@@ -147,10 +149,11 @@ def test_unknown_index_and_bad_modality_are_refused_with_the_fix(pair_data):
         model.with_index({"image": 3})
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 @pytest.mark.parametrize("scale", [1.0, 1e-3, 50.0])
-def test_tile_bounds_are_never_below_a_similarity_the_plain_path_computes(clustered_pairs, scale):
+def test_tile_bounds_are_never_below_a_similarity_the_plain_path_computes(clustered_pairs, scale, precision):
     images, texts, queries, _ = clustered_pairs(N, n_queries=120, seed=5)
-    _, pruned = _pair(images, texts, k=20, force=True)
+    _, pruned = _pair(images, texts, k=20, force=True, precision=precision)
     backend = pruned.index["image"]
     rows = np.vstack([queries, np.random.default_rng(1).standard_normal((40, images.shape[1]))]).astype(np.float32)
     rows *= scale  # the margins scale with |q|
@@ -163,19 +166,20 @@ def test_tile_bounds_are_never_below_a_similarity_the_plain_path_computes(cluste
     assert np.median(bounds - tile_max) < 0.5 * np.abs(scale)  # and tight enough to skip something
 
 
-def test_tile_bounds_hold_where_they_are_tight_anchors_inside_the_projection():
+@pytest.mark.parametrize("precision, slack", [("float32", 1e-3), ("bfloat16", 2e-2)])
+def test_tile_bounds_hold_where_they_are_tight_anchors_inside_the_projection(precision, slack):
     import torch
 
     rng = np.random.default_rng(6)
     images = np.zeros((N, 32), dtype=np.float32)
     images[:, :8] = rng.standard_normal((N, 8))  # every anchor in an 8-dim subspace: rank 8 leaves no residual
-    _, pruned = _pair(images, images[:, :8].copy(), k=10, force=True, rank=8)
+    _, pruned = _pair(images, images[:, :8].copy(), k=10, force=True, rank=8, precision=precision)
     backend = pruned.index["image"]
     rows = backend.rows.numpy()[::7]  # the anchors themselves: each row's best similarity is its own, 1
     bounds = backend.tile_bounds(torch.from_numpy(rows))
     tile_max = np.maximum.reduceat(rows @ backend.rows.numpy().T, np.arange(0, backend.n, backend.tile_size), axis=1)
     assert (bounds >= tile_max).all()
-    assert (bounds - tile_max).max() < 1e-3  # the bound is tight here, so only the margins keep it above
+    assert (bounds - tile_max).max() < slack  # the bound is tight here, so only the margins keep it above
 
 
 def test_a_rank_beyond_the_dimension_is_refused_and_small_dimensions_build(pair_data):
@@ -184,3 +188,22 @@ def test_a_rank_beyond_the_dimension_is_refused_and_small_dimensions_build(pair_
     assert pruned.index["image"].rank == 5 and pruned.index["text"].rank == 3
     with pytest.raises(ValueError, match="rank=9 must be between 1 and"):
         AsifModel(images, texts, k=10, device="cpu").with_index("pruned", rank=9)
+
+
+def test_bound_precision_is_chosen_at_build_and_a_bad_one_is_refused_with_the_fix(clustered_pairs):
+    images, texts, _, _ = clustered_pairs(N, n_queries=10)
+    backend = _pair(images, texts, k=20)[1].index["image"]
+    assert backend.build["precision"] in ("float32", "bfloat16")
+    assert backend.rank == max(8, round(images.shape[1] / (5 if backend.precision == "bfloat16" else 10)))
+    with pytest.raises(ValueError, match="pass 'auto', 'float32' or 'bfloat16'"):
+        _pair(images, texts, k=20, precision="fp16")
+
+
+def test_columns_rounded_up_to_bfloat16_are_never_below_their_values_and_within_one_step():
+    from asif_nb.prune import _bfloat16_at_least
+
+    values = np.abs(np.random.default_rng(0).standard_normal(10_000)) * np.logspace(-30, 3, 10_000)
+    values[:3] = [0.0, 1.0, 1.0 + 2.0 ** -7]  # exactly representable ones stay
+    rounded = _bfloat16_at_least(values).double().numpy()
+    assert (rounded >= values).all() and rounded[1] == 1.0 and rounded[2] == values[2]
+    assert (rounded <= values * (1 + 2.0 ** -7) + 1e-300).all()
