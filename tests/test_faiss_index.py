@@ -44,23 +44,27 @@ def test_each_kind_reaches_its_recall_with_true_cosines(data, index, options):
     np.testing.assert_allclose(got[same].toarray(), want[same].toarray(), rtol=1e-5, atol=1e-6)
 
 
-def test_auto_nprobe_is_the_smallest_reaching_the_target_within_a_sixteenth(data):
+def test_auto_nprobe_is_the_smallest_whose_recall_less_two_standard_errors_reaches_the_target(data):
     import torch
 
     images, texts, queries = data
+    queries = np.vstack([queries[:8], np.random.default_rng(4).standard_normal((4, queries.shape[1]))]).astype(
+        np.float32)  # a small sample, easy and hard queries: its standard error is not negligible
     model = AsifModel(images, texts, k=K, p=1, device="cpu")
     want = model.encode_image(queries)
     unit = torch.nn.functional.normalize(torch.from_numpy(queries), dim=1)
     chosen = model.with_index("ivf-flat", modality="image", nlist=64, target_recall=0.97,
                               calibration=unit).index["image"].nprobe
 
-    def recall_at(nprobe):
-        return _recall(model.with_index("ivf-flat", modality="image", nlist=64, nprobe=nprobe).encode_image(queries),
-                       want)
+    def lower_at(nprobe):  # the calibration sample's mean recall less two standard errors
+        got = model.with_index("ivf-flat", modality="image", nlist=64, nprobe=nprobe).encode_image(queries)
+        each = [np.intersect1d(got[i].indices, want[i].indices).size / want[i].indices.size
+                for i in range(len(queries))]
+        return np.mean(each) - 2 * np.std(each, ddof=1) / np.sqrt(len(each))
 
-    assert recall_at(chosen) >= 0.97
+    assert lower_at(chosen) >= 0.97
     if chosen > 1:  # a power of two is not simply taken: one step (1/16 of it) fewer lists falls short
-        assert recall_at(chosen - max(1, chosen // 16)) < 0.97
+        assert lower_at(chosen - max(1, chosen // 16)) < 0.97
 
 
 def test_calibration_takes_raw_query_embeddings_and_refuses_the_wrong_shape(data):
