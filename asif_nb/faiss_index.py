@@ -242,6 +242,10 @@ class FaissSearch:
         while high - low > max(1, high // 16):
             middle = (low + high) // 2
             low, high = (low, middle) if reaches(middle) else (middle, high)
+        if high == self.ivf.nlist and not reaches(high):
+            warnings.warn(f"nprobe calibration: even all {high} lists do not reach recall {self.target_recall} (with two "
+                          "standard errors to spare) on these queries; pass a lower target_recall, a finer kind "
+                          "('ivf-flat', or refine=) or more calibration queries.", stacklevel=2)
         self._set_nprobe(high)
         return self.nprobe
 

@@ -67,6 +67,14 @@ def test_auto_nprobe_is_the_smallest_whose_recall_less_two_standard_errors_reach
         assert lower_at(chosen - max(1, chosen // 16)) < 0.97
 
 
+def test_a_target_no_nprobe_reaches_is_said_not_silently_taken(data):
+    images, texts, queries = data
+    model = AsifModel(images, texts, k=K, p=1, device="cpu")
+    with pytest.warns(UserWarning, match="do not reach recall 1.0"):  # 4-byte product codes never rank exactly
+        fast = model.with_index("ivf-pq", modality="image", nlist=16, m=4, target_recall=1.0)
+    assert fast.index["image"].nprobe == 16
+
+
 def test_calibration_takes_raw_query_embeddings_and_refuses_the_wrong_shape(data):
     import torch
 

@@ -191,10 +191,16 @@ def test_a_rank_beyond_the_dimension_is_refused_and_small_dimensions_build(pair_
 
 
 def test_bound_precision_is_chosen_at_build_and_a_bad_one_is_refused_with_the_fix(clustered_pairs):
-    images, texts, _, _ = clustered_pairs(N, n_queries=10)
+    from asif_nb.prune import bfloat16_pays
+
+    images, texts, _, _ = clustered_pairs(N, d1=100, n_queries=10)  # rank d/5 = 20 > d/10 = 10: bf16 may pay
     backend = _pair(images, texts, k=20)[1].index["image"]
-    assert backend.build["precision"] in ("float32", "bfloat16")
-    assert backend.rank == max(8, round(images.shape[1] / (5 if backend.precision == "bfloat16" else 10)))
+    assert backend.precision == ("bfloat16" if bfloat16_pays(100) else "float32")  # measured once per process
+    assert backend.rank == (20 if backend.precision == "bfloat16" else 10)
+    # a rank given, or a dimension where d/5 and d/10 round to the same rank (8): bf16 would only loosen the bound
+    assert _pair(images, texts, k=20, rank=12)[1].index["image"].precision == "float32"
+    small, small_texts, _, _ = clustered_pairs(N, d1=32, n_queries=10)
+    assert _pair(small, small_texts, k=20)[1].index["image"].precision == "float32"
     with pytest.raises(ValueError, match="pass 'auto', 'float32' or 'bfloat16'"):
         _pair(images, texts, k=20, precision="fp16")
 
