@@ -49,7 +49,7 @@ product, so the walk wins below about 0.85 of the product). Each block also chec
 reports what the last call did (route, fraction of the (query, anchor) products computed).
 
 What it buys (``benchmarks/bench_model.py --only exact-routes``): on 56,109 real EfficientNet embeddings, 10,147
-queries, k=800, 0.53-0.60x the bare fp32 product against the plain path's 1.10-1.15x in the same runs, visiting 0.33
+queries, k=800, 0.53-0.60x the bare fp32 product against the plain path's 1.09-1.15x in the same runs, visiting 0.33
 of it with the bfloat16 rank-256 bound (0.41 with the float32 rank-128 one; 0.74x, 0.59 with 2,048-wide tiles). A
 perfect bound at the same tiles would visit 0.17; the walk visits about what the bound allows (float32 bound: 0.40
 with each row's final k-th value known from the start, 0.41 walked), so what is left is the bound.
@@ -161,7 +161,7 @@ class PrunedSearch:
         if precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"precision={precision!r}: pass 'auto', 'float32' or 'bfloat16' (the bound product's).")
         self.n, self.dim, self.max_visited, self.force = anchors.n, anchors.dim, float(max_visited), bool(force)
-        self.last = {}
+        self.last, self.precision = {}, None  # None: no bound is built (the plain path answers)
         started = time.perf_counter()
         self.built = anchors.device.type == "cpu" and self.n > _TILE
         if not self.built:
