@@ -49,8 +49,8 @@ product, so the walk wins below about 0.85 of the product). Each block also chec
 reports what the last call did (route, fraction of the (query, anchor) products computed).
 
 What it buys (``benchmarks/bench_model.py --only exact-routes``): on 56,109 real EfficientNet embeddings, 10,147
-queries, k=800, 0.53-0.60x the bare fp32 product against the plain path's 1.09-1.15x in the same runs, visiting 0.33
-of it with the bfloat16 rank-256 bound (0.41 with the float32 rank-128 one; 0.74x, 0.59 with 2,048-wide tiles). A
+queries, k=800, 0.55x the bare fp32 product against the plain path's 1.00x (0.53-0.60x vs 1.09-1.15x in noisier
+runs), visiting 0.33 of it with the bfloat16 rank-256 bound (0.41 with the float32 rank-128 one; 0.74x, 0.59 with 2,048-wide tiles). A
 perfect bound at the same tiles would visit 0.17; the walk visits about what the bound allows (float32 bound: 0.40
 with each row's final k-th value known from the start, 0.41 walked), so what is left is the bound.
 """
