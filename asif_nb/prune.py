@@ -39,7 +39,9 @@ result is still the plain path's, bit for bit.
 (rows grouped by tile, one product per tile, one top-k per row over them all), which gives it a k-th value; then each
 tile is multiplied once by all the rows that still need it. The running top-k keys sort like the plain path's
 (value desc, index asc) and take a similarity equal to the k-th value too (anchors arrive out of index order), so the
-result — set, ties, values — is the plain path's, bit for bit.
+result — set, ties, values — is the plain path's, bit for bit. Two blocks are walked at a time, each in a thread: a
+block's numpy bookkeeping runs on one core while the other block's products use the rest (``same_bits`` checks the
+products concurrently too).
 
 **When it does not pay** (unclustered anchors: every bound near the top): at build a sample of anchors, queried as
 rows, measures the fraction of the product the walk would do; above ``max_visited`` every call goes by the plain
@@ -49,16 +51,19 @@ product, so the walk wins below about 0.85 of the product). Each block also chec
 reports what the last call did (route, fraction of the (query, anchor) products computed).
 
 What it buys (``benchmarks/bench_model.py --only exact-routes``): on 56,109 real EfficientNet embeddings, 10,147
-queries, k=800, 0.55x the bare fp32 product against the plain path's 1.00x (0.53-0.60x vs 1.09-1.15x in noisier
-runs), visiting 0.33 of it with the bfloat16 rank-256 bound (0.41 with the float32 rank-128 one; 0.74x, 0.59 with 2,048-wide tiles). A
-perfect bound at the same tiles would visit 0.17; the walk visits about what the bound allows (float32 bound: 0.40
-with each row's final k-th value known from the start, 0.41 walked), so what is left is the bound.
+queries, k=800, 0.45-0.46x the bare fp32 product against the plain path's 0.96-1.07x, visiting 0.33 of it with the
+bfloat16 rank-256 bound (0.41 with the float32 rank-128 one; 0.74x, 0.59 with 2,048-wide tiles); one block at a time
+it was 0.48-0.60x. A perfect bound at the same tiles would visit 0.17; the walk visits about what the bound allows (0.30 with
+each row's final k-th value known from the start, 0.33 walked). The bound holds per anchor far better than per tile
+(0.05 of the (query, anchor) pairs reach the k-th value), but bounding 32-anchor slices and multiplying each row's
+run of needed slices (visited 0.21-0.27) was not faster: many small products.
 """
 from __future__ import annotations
 
 import functools
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -69,6 +74,9 @@ __all__ = ["PrunedSearch"]
 
 _BLOCK = 2048  # query rows walked together: a tile is multiplied once by all the rows that need it (efficient products)
 _SAMPLE = 256  # anchors queried at build to decide whether pruning pays
+# query blocks walked at once, each in a thread: a block's numpy work runs on one core, the other block's products
+# fill the rest (real set, 2 cores: 0.45-0.46x the GEMM against 0.48x one block at a time the same day)
+_WORKERS = 2
 # a block gives up when more than this fraction of its (row, tile) pairs may still be needed after each row's first
 # tiles (an overestimate: k-th values rise as the walk goes; on the real set the walk then does about 0.4 of it)
 _GIVE_UP = 0.9
@@ -254,17 +262,26 @@ class PrunedSearch:
 
     def _walk(self, queries, k, give_up):
         """(keys (n, k) or None, fraction of the product computed). With ``give_up``, returns None as soon as a
-        block's first tiles leave more than ``_GIVE_UP`` of its (row, tile) pairs possibly needed."""
-        n, keys, done = queries.shape[0], np.empty((queries.shape[0], k), dtype=np.int64), 0
+        block's first tiles leave more than ``_GIVE_UP`` of its (row, tile) pairs possibly needed. Blocks are walked
+        ``_WORKERS`` at a time, in threads: one block's numpy work (one core) overlaps the other's products."""
+        n = queries.shape[0]
+        keys = np.empty((n, k), dtype=np.int64)
         if n == 0:
             return keys, 0.0
-        for r0 in range(0, n, _BLOCK):
-            block = queries[r0:r0 + _BLOCK]
-            got = self._walk_block(block, k, give_up)
-            if got is None:
-                return None, done / max(1, r0 * self.n)
-            keys[r0:r0 + len(block)], work = got
-            done += work
+        size = math.ceil(n / (_WORKERS * math.ceil(n / (_WORKERS * _BLOCK))))  # a multiple of _WORKERS blocks
+        starts = range(0, n, size)
+        pool = ThreadPoolExecutor(min(_WORKERS, len(starts)), thread_name_prefix="asif-prune")
+        try:
+            walks = [pool.submit(self._walk_block, queries[r0:r0 + size], k, give_up) for r0 in starts]
+            done = 0
+            for r0, walk in zip(starts, walks):
+                got = walk.result()
+                if got is None:  # a block gave up: the plain path answers the call
+                    return None, 0.0
+                keys[r0:r0 + size], work = got
+                done += work
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return keys, done / (n * self.n)
 
     def _walk_block(self, queries, k, give_up):
@@ -341,18 +358,23 @@ def same_bits(rows, width, seed=0):
     in torch's memory, as queries and anchors. Narrower tiles: every m from 16 to 2,048 at the first columns, and at a
     middle and the last columns for m up to 256 (0.8 s at d=1,280); 2,048-wide ones (the plain path's): m up to 256
     and three larger. MKL's sgemm gives the same bits from 16 columns and 4 rows up (measured); where a check fails
-    the walk uses 2,048-wide tiles, and where that fails too the plain path answers."""
+    the walk uses 2,048-wide tiles, and where that fails too the plain path answers. The products are checked
+    ``_WORKERS`` at a time from as many threads, as the walk runs them."""
     full = torch.matmul(rows, rows.T)
     rng = np.random.default_rng(seed)
     counts = range(16, len(rows) + 1, 16) if width < len(rows) else [*range(16, 257, 16), 512, 1008, len(rows)]
+    cases = []
     for m in counts:
         pick = torch.from_numpy(np.sort(rng.choice(len(rows), m, replace=False)))
         starts = {0, (len(rows) // 2) // width * width, max(0, len(rows) - width)} if m <= 256 else {0}
-        for start in starts:
-            part = torch.matmul(rows[pick], rows[start:start + width].T)
-            if not torch.equal(part, full[pick, start:start + width]):
-                return False
-    return True
+        cases += [(pick, start) for start in sorted(starts)]
+
+    def check(some):
+        return all(torch.equal(torch.matmul(rows[pick], rows[start:start + width].T), full[pick, start:start + width])
+                   for pick, start in some)
+
+    with ThreadPoolExecutor(_WORKERS) as pool:  # products run concurrently, as the walk's do
+        return all(pool.map(check, [cases[i::_WORKERS] for i in range(_WORKERS)]))
 
 
 @functools.lru_cache(maxsize=None)

@@ -36,19 +36,22 @@ def _floor(backend, reference):
     return np.unique(rows * backend.tiles + tile).size / (reference.shape[0] * backend.tiles)
 
 
-def _route_vs_gemm(anchors, queries, k, best_of, label):
+def _route_vs_gemm(anchors, queries, k, best_of, label, rounds=1):
     model = AsifModel(anchors, anchors, k=k, p=8, device="cpu")
     pruned = model.with_index("pruned", modality="image")
     a, q = torch.from_numpy(anchors), torch.from_numpy(queries)
-    wall, _ = best_of({"gemm": lambda: q @ a.T, "plain": lambda: model.encode_image(queries),
-                       "pruned": lambda: pruned.encode_image(queries)})
+    fns = {"gemm": lambda: q @ a.T, "plain": lambda: model.encode_image(queries),
+           "pruned": lambda: pruned.encode_image(queries)}
+    walls = [best_of(fns)[0] for _ in range(rounds)]
+    wall = {name: min(w[name] for w in walls) for name in fns}
     reference = model.encode_image(queries)
     same = _same(reference, pruned.encode_image(queries))
     backend = pruned.index["image"]
     last, build = backend.last, backend.build
     ratio, plain_ratio = wall["pruned"] / wall["gemm"], wall["plain"] / wall["gemm"]
     print(f"pruned exact top-k, {label}: {len(queries)} queries x {len(anchors)} anchors x {anchors.shape[1]}, k={k}: "
-          f"build {build['seconds']:.1f} s, rank {build.get('rank', 0)}, tiles of {build.get('tile_size', 0)} "
+          f"build {build['seconds']:.1f} s, rank {build.get('rank', 0)} ({build.get('precision')} bound), "
+          f"tiles of {build.get('tile_size', 0)} "
           f"anchors, a build sample would visit {build.get('sample_visited', 1.0):.3f}; route {last['route']}, "
           f"visited {last['visited']:.3f} of the products "
           f"(a perfect bound, at the same tiles: {_floor(backend, reference):.3f}); time / bare fp32 GEMM "
@@ -75,7 +78,9 @@ def bench_pruning(best_of, quick=False):
     rng = np.random.default_rng(0)
     noise = rng.standard_normal((len(anchors), anchors.shape[1]), dtype=np.float32)
     qnoise = rng.standard_normal((len(queries), anchors.shape[1]), dtype=np.float32)
-    r_ratio, r_plain, r_same, r_last = _route_vs_gemm(noise, qnoise, 800, best_of, "random data")
+    # the fallback runs the plain path's very code, so only noise (+-8 % here) tells the two apart: best of twice the
+    # repeats, so that noise does not decide the 5 % check
+    r_ratio, r_plain, r_same, r_last = _route_vs_gemm(noise, qnoise, 800, best_of, "random data", rounds=2)
     random_ok = r_same and r_last["route"].startswith("plain") and r_ratio <= 1.05 * r_plain
 
     reduced = AsifModel(anchors, anchors, k=800, device="cpu").with_index("reduced", modality="image")
