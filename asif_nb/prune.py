@@ -53,10 +53,10 @@ reports what the last call did (route, fraction of the (query, anchor) products 
 What it buys (``benchmarks/bench_model.py --only exact-routes``): on 56,109 real EfficientNet embeddings, 10,147
 queries, k=800, 0.45-0.46x the bare fp32 product against the plain path's 0.96-1.07x, visiting 0.33 of it with the
 bfloat16 rank-256 bound (0.41 with the float32 rank-128 one; 0.74x, 0.59 with 2,048-wide tiles); one block at a time
-it was 0.48-0.60x. A perfect bound at the same tiles would visit 0.17; the walk visits about what the bound allows (0.30 with
-each row's final k-th value known from the start, 0.33 walked). The bound holds per anchor far better than per tile
-(0.05 of the (query, anchor) pairs reach the k-th value), but bounding 32-anchor slices and multiplying each row's
-run of needed slices (visited 0.21-0.27) was not faster: many small products.
+it was 0.48-0.60x. A perfect bound at the same tiles would visit 0.17; the walk visits about what the bound allows
+(0.30 with each row's final k-th value known from the start, 0.33 walked). The bound holds per anchor far better
+than per tile (0.05 of the (query, anchor) pairs reach the k-th value), but bounding 32-anchor slices and multiplying
+each row's run of needed slices (visited 0.21-0.27) was not faster: many small products.
 """
 from __future__ import annotations
 
