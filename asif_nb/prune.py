@@ -62,8 +62,9 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import torch
@@ -262,29 +263,38 @@ class PrunedSearch:
 
     def _walk(self, queries, k, give_up):
         """(keys (n, k) or None, fraction of the product computed). With ``give_up``, returns None as soon as a
-        block's first tiles leave more than ``_GIVE_UP`` of its (row, tile) pairs possibly needed. Blocks are walked
-        ``_WORKERS`` at a time, in threads: one block's numpy work (one core) overlaps the other's products."""
+        block's first tiles leave more than ``_GIVE_UP`` of its (row, tile) pairs possibly needed. Blocks (at most
+        ``_BLOCK`` rows, their count a multiple of ``_WORKERS`` where n allows) are walked ``_WORKERS`` at a time, in
+        threads: one block's numpy work (one core) overlaps the other's products. A give-up, an error or an interrupt
+        stops the other blocks at their next tile."""
         n = queries.shape[0]
         keys = np.empty((n, k), dtype=np.int64)
         if n == 0:
             return keys, 0.0
-        size = math.ceil(n / (_WORKERS * math.ceil(n / (_WORKERS * _BLOCK))))  # a multiple of _WORKERS blocks
-        starts = range(0, n, size)
-        pool = ThreadPoolExecutor(min(_WORKERS, len(starts)), thread_name_prefix="asif-prune")
+        size = math.ceil(n / (_WORKERS * math.ceil(n / (_WORKERS * _BLOCK))))
+        starts = {}
+        halt = threading.Event()
+        pool = ThreadPoolExecutor(min(_WORKERS, math.ceil(n / size)), thread_name_prefix="asif-prune")
         try:
-            walks = [pool.submit(self._walk_block, queries[r0:r0 + size], k, give_up) for r0 in starts]
+            for r0 in range(0, n, size):
+                starts[pool.submit(self._walk_block, queries[r0:r0 + size], k, give_up, halt)] = r0
             done = 0
-            for r0, walk in zip(starts, walks):
+            for walk in as_completed(starts):
                 got = walk.result()
                 if got is None:  # a block gave up: the plain path answers the call
                     return None, 0.0
+                r0 = starts[walk]
                 keys[r0:r0 + size], work = got
                 done += work
         finally:
+            halt.set()
             pool.shutdown(wait=True, cancel_futures=True)
         return keys, done / (n * self.n)
 
-    def _walk_block(self, queries, k, give_up):
+    def _walk_block(self, queries, k, give_up, halt):
+        """(keys, work) of one block, or None where it gives up or ``halt`` is set (another block ended the call)."""
+        if halt.is_set():
+            return None
         b = queries.shape[0]
         bounds = self.tile_bounds(queries)
         best = RunningBest(b, k)
@@ -321,6 +331,8 @@ class PrunedSearch:
         if give_up and needed.sum() > _GIVE_UP * b * self.tiles:  # what is left, not what is done, decides
             return None
         for t in np.argsort(-needed.sum(axis=0), kind="stable"):  # tiles most rows need first: k-th values rise
+            if halt.is_set():
+                return None
             need = np.flatnonzero(todo[:, t] & (bounds[:, t] >= best.kth))
             if need.size:
                 values, columns = multiply(t, need)

@@ -112,6 +112,27 @@ def test_queries_the_bounds_cannot_tell_apart_hand_the_call_to_the_plain_path(cl
     assert pruned.index["image"].last["route"].startswith("plain")
 
 
+def test_more_blocks_than_threads_are_each_exact_and_land_in_their_rows(clustered_pairs, same_csr):
+    images, texts, queries, _ = clustered_pairs(N, n_queries=4097, seed=11)  # four blocks (the last 1,022 rows), two
+    plain, pruned = _pair(images, texts, k=50)                               # threads: blocks queue and finish apart
+    same_csr(pruned.encode_image(queries), plain.encode_image(queries))
+    assert pruned.index["image"].last["route"] == "pruned"
+
+
+def test_one_block_giving_up_hands_the_whole_call_to_the_plain_path(clustered_pairs, same_csr):
+    images, texts, queries, _ = clustered_pairs(N, n_queries=300, seed=12)
+    plain, pruned = _pair(images, texts, k=60)
+    unit = images / np.linalg.norm(images, axis=1, keepdims=True)
+    leading = np.linalg.svd(unit, full_matrices=False)[2][:pruned.index["image"].rank]
+    far = np.random.default_rng(13).standard_normal((300, images.shape[1]))
+    far = (far - far @ leading.T @ leading).astype(np.float32)
+    mixed = np.vstack([queries, far])  # the first block prunes, the second cannot
+    same_csr(pruned.encode_image(mixed), plain.encode_image(mixed))
+    assert pruned.index["image"].last["route"].startswith("plain")
+    same_csr(pruned.encode_image(queries), plain.encode_image(queries))  # the next call walks again
+    assert pruned.index["image"].last["route"] == "pruned"
+
+
 def test_editing_pairs_drops_the_backend_and_stays_exact(clustered_pairs, same_csr):
     images, texts, queries, _ = clustered_pairs(N)
     plain, pruned = _pair(images, texts, k=40)
