@@ -51,7 +51,7 @@ product, so the walk wins below about 0.85 of the product). Each block also chec
 reports what the last call did (route, fraction of the (query, anchor) products computed).
 
 What it buys (``benchmarks/bench_model.py --only exact-routes``): on 56,109 real EfficientNet embeddings, 10,147
-queries, k=800, 0.45-0.46x the bare fp32 product against the plain path's 0.96-1.07x, visiting 0.33 of it with the
+queries, k=800, 0.43-0.46x the bare fp32 product against the plain path's 0.94-1.07x, visiting 0.33 of it with the
 bfloat16 rank-256 bound (0.41 with the float32 rank-128 one; 0.74x, 0.59 with 2,048-wide tiles); one block at a time
 it was 0.48-0.60x. A perfect bound at the same tiles would visit 0.17; the walk visits about what the bound allows
 (0.30 with each row's final k-th value known from the start, 0.33 walked). The bound holds per anchor far better
@@ -76,7 +76,7 @@ __all__ = ["PrunedSearch"]
 _BLOCK = 2048  # query rows walked together: a tile is multiplied once by all the rows that need it (efficient products)
 _SAMPLE = 256  # anchors queried at build to decide whether pruning pays
 # query blocks walked at once, each in a thread: a block's numpy work runs on one core, the other block's products
-# fill the rest (real set, 2 cores: 0.45-0.46x the GEMM against 0.48x one block at a time the same day)
+# fill the rest (real set, 2 cores: 0.43-0.46x the GEMM against 0.48x one block at a time the same day)
 _WORKERS = 2
 # a block gives up when more than this fraction of its (row, tile) pairs may still be needed after each row's first
 # tiles (an overestimate: k-th values rise as the walk goes; on the real set the walk then does about 0.4 of it)
