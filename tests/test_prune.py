@@ -100,14 +100,19 @@ def test_forced_walk_on_unclustered_anchors_is_still_exact(pair_data, same_csr):
     assert pruned.index["image"].last["route"] == "pruned"
 
 
+def _far_queries(images, rank, seed, n=300):
+    """Queries with nothing along the anchors' ``rank`` leading directions: every tile's bound is alike, none can be
+    skipped."""
+    unit = images / np.linalg.norm(images, axis=1, keepdims=True)
+    leading = np.linalg.svd(unit, full_matrices=False)[2][:rank]
+    far = np.random.default_rng(seed).standard_normal((n, images.shape[1]))
+    return (far - far @ leading.T @ leading).astype(np.float32)
+
+
 def test_queries_the_bounds_cannot_tell_apart_hand_the_call_to_the_plain_path(clustered_pairs, same_csr):
     images, texts, _, _ = clustered_pairs(N)
     plain, pruned = _pair(images, texts, k=60)
-    # queries with nothing along the anchors' leading directions: every tile's bound is alike, none can be skipped
-    unit = images / np.linalg.norm(images, axis=1, keepdims=True)
-    leading = np.linalg.svd(unit, full_matrices=False)[2][:pruned.index["image"].rank]
-    far = np.random.default_rng(9).standard_normal((300, images.shape[1]))
-    far = (far - far @ leading.T @ leading).astype(np.float32)
+    far = _far_queries(images, pruned.index["image"].rank, seed=9)
     same_csr(pruned.encode_image(far), plain.encode_image(far))
     assert pruned.index["image"].last["route"].startswith("plain")
 
@@ -122,10 +127,7 @@ def test_more_blocks_than_threads_are_each_exact_and_land_in_their_rows(clustere
 def test_one_block_giving_up_hands_the_whole_call_to_the_plain_path(clustered_pairs, same_csr):
     images, texts, queries, _ = clustered_pairs(N, n_queries=300, seed=12)
     plain, pruned = _pair(images, texts, k=60)
-    unit = images / np.linalg.norm(images, axis=1, keepdims=True)
-    leading = np.linalg.svd(unit, full_matrices=False)[2][:pruned.index["image"].rank]
-    far = np.random.default_rng(13).standard_normal((300, images.shape[1]))
-    far = (far - far @ leading.T @ leading).astype(np.float32)
+    far = _far_queries(images, pruned.index["image"].rank, seed=13)
     mixed = np.vstack([queries, far])  # the first block prunes, the second cannot
     same_csr(pruned.encode_image(mixed), plain.encode_image(mixed))
     assert pruned.index["image"].last["route"].startswith("plain")
